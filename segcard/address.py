@@ -30,7 +30,7 @@ LABEL_MAX = 20
 DEFAULT_TEMPLATE = "{user}-{label}-{token}@{domain}"
 FIELDS = ("user", "label", "token", "domain")
 
-_TOKEN_RE = "[" + ALPHABET + "]{%d,%d}" % (min(TOKEN_LENGTHS), max(TOKEN_LENGTHS))
+_TOKEN_RE = f"[{ALPHABET}]{{{min(TOKEN_LENGTHS)},{max(TOKEN_LENGTHS)}}}"
 
 
 def make_token(length: int = TOKEN_LENGTH) -> str:

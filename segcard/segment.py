@@ -130,9 +130,13 @@ def merge(local: Segment | None, remote: Segment | None) -> Segment | None:
     if local is None or remote is None:
         return local or remote
 
-    newer, older = (remote, local) if remote.rotated_at > local.rotated_at else (
-        local,
-        remote,
+    newer, older = (
+        (remote, local)
+        if remote.rotated_at > local.rotated_at
+        else (
+            local,
+            remote,
+        )
     )
     seen = {r.token: r for r in (*older.retired, *newer.retired)}
     for tok, at in ((older.token, newer.rotated_at),):

@@ -1,0 +1,169 @@
+"""One user's segcard: config, index, book and the way to the address book.
+
+The command line and the daemon both start from an :class:`App`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from segcard import config as configuration
+from segcard.book import Book
+from segcard.carddav.client import CardDAVClient
+from segcard.carddav.embedded import EmbeddedServer
+from segcard.config import Config
+from segcard.errors import ConfigError, SegcardError
+from segcard.paths import write_private
+from segcard.store.index import Index
+from segcard.store.sync import Report, Syncer
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_USER = "segcard"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free on *host* right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    """Tell whether something listens on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def read_credentials(path: Path) -> tuple[str, str]:
+    """(user, password) from a credentials file written by init."""
+    try:
+        user, password = path.read_text(encoding="utf-8").split("\n")[:2]
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot read credentials {path}", "run 'segcard init' again"
+        ) from exc
+    return user, password
+
+
+def make_credentials(path: Path, user: str) -> None:
+    """Write a fresh (user, password) pair, mode 0600, unless one exists."""
+    if not path.exists():
+        write_private(path, f"{user}\n{secrets.token_urlsafe(18)}\n")
+
+
+class App:
+    """The parts of segcard for one config."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.paths = config.data
+        self.paths.ensure()
+        self.index = Index(self.paths.index)
+        self.book = Book(config, self.index)
+        self.index.set_state("address_domain", config["domain"])
+
+    @classmethod
+    def open(cls, path: Path) -> App:
+        return cls(configuration.load(path))
+
+    def close(self) -> None:
+        self.index.close()
+
+    # -- the address book ---------------------------------------------------
+
+    @property
+    def embedded(self) -> bool:
+        return not self.config["carddav.url"]
+
+    def embedded_server(self) -> EmbeddedServer:
+        user, password = read_credentials(self.paths.embedded_credentials)
+        return EmbeddedServer(
+            self.paths.embedded_book, user, password, port=self.config["embedded.port"]
+        )
+
+    def client(self) -> CardDAVClient:
+        """A CardDAV client for the configured (or embedded) address book."""
+        if self.embedded:
+            user, password = read_credentials(self.paths.embedded_credentials)
+            port = self.config["embedded.port"]
+            url = f"http://127.0.0.1:{port}/{EMBEDDED_PATH}"
+            return CardDAVClient(url, user, password)
+        client = CardDAVClient(
+            self.config["carddav.url"],
+            self.config["carddav.username"] or None,
+            self.config.secret("carddav") or None,
+        )
+        cached = self.index.get_state("collection")
+        if (
+            cached
+            and self.index.get_state("collection_for") == self.config["carddav.url"]
+        ):
+            client.collection = cached
+        else:
+            self.index.set_state("collection", client.discover())
+            self.index.set_state("collection_for", self.config["carddav.url"])
+        return client
+
+    def syncer(self) -> Syncer:
+        return Syncer(self.client(), self.index, self.book.address_of)
+
+    @contextmanager
+    def reachable(self) -> Iterator[None]:
+        """Make sure the address book answers: start the embedded one if needed."""
+        port = self.config["embedded.port"]
+        if not self.embedded or port_open("127.0.0.1", port):
+            yield
+            return
+        server = self.embedded_server()
+        server.start()
+        try:
+            yield
+        finally:
+            server.stop()
+
+    def sync(self, full: bool = False) -> Report:
+        """One sync, starting the embedded server for it when none runs."""
+        with self.reachable():
+            return self.run_sync(full)
+
+    def run_sync(self, full: bool = False) -> Report:
+        """One sync against a server that is up; the result is kept for status."""
+        try:
+            report = self.syncer().sync(full)
+        except SegcardError as exc:
+            report = Report(offline=str(exc))
+        self.index.set_state("last_sync", str(int(time.time())))
+        self.index.set_state("last_sync_result", report.summary())
+        log.info("sync finished: %s", report.summary())
+        return report
+
+    # -- the daemon's lock --------------------------------------------------
+
+    def daemon_running(self) -> bool:
+        """Tell whether a ``segcard serve`` holds this data dir."""
+        try:
+            fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+
+EMBEDDED_PATH = "user/contacts/addressbook/"

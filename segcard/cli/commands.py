@@ -1,0 +1,340 @@
+"""What each ``segcard`` sub-command does."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from segcard import config as configuration
+from segcard import paths
+from segcard.app import App, free_port, make_credentials
+from segcard.book.importer import import_cards
+from segcard.cli.output import ProgressBar, table, when
+from segcard.errors import ConfigError, SegcardError
+from segcard.segment import Contact
+
+DURATION_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def run(args: argparse.Namespace) -> int | None:
+    handler = COMMANDS[args.command]
+    return handler(args)
+
+
+def config_path(args: argparse.Namespace) -> Path:
+    return paths.config_file(args.config)
+
+
+def open_app(args: argparse.Namespace) -> App:
+    return App.open(config_path(args))
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a duration such as 3d, 12h, 2w or 90m."""
+    found = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", text.lower())
+    if not found or int(found.group(1)) == 0:
+        raise ConfigError(f"{text!r} is not a duration", "use e.g. 90m, 12h, 3d or 2w")
+    return int(found.group(1)) * DURATION_UNITS[found.group(2)]
+
+
+# -- init -------------------------------------------------------------------
+
+INIT_OPTIONS = {
+    "template": "template",
+    "carddav": "carddav.url",
+    "carddav_user": "carddav.username",
+    "carddav_password_command": "carddav.password_command",
+    "submission": "submission.listen",
+    "upstream": "upstream.url",
+    "upstream_user": "upstream.username",
+    "upstream_password_command": "upstream.password_command",
+    "inbound_smtp": "inbound.smtp_listen",
+    "maildir": "inbound.maildir",
+    "lmtp": "inbound.lmtp",
+    "next_hop": "inbound.next_hop",
+    "imap": "imap.url",
+    "imap_user": "imap.username",
+    "imap_password_command": "imap.password_command",
+    "junk_folder": "imap.junk_folder",
+    "data_dir": "data_dir",
+}
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    path = config_path(args)
+    if path.exists() and not args.force:
+        raise ConfigError(f"{path} exists already", "pass --force to overwrite it")
+    flat: dict[str, Any] = {
+        "user": args.user.lower(),
+        "domain": args.domain.lower(),
+        "identities": [i.lower() for i in args.identity],
+    }
+    for arg, key in INIT_OPTIONS.items():
+        value = getattr(args, arg)
+        if value:
+            flat[key] = value
+    write_config(path, flat)
+    print(f"wrote {path}")
+    return 0
+
+
+def write_config(path: Path, flat: dict[str, Any]) -> configuration.Config:
+    """Save a config and create what it needs: data dir, credentials, port."""
+    if not flat.get("carddav.url") and "embedded.port" not in flat:
+        flat["embedded.port"] = free_port()
+    config = configuration.save(path, flat)
+    data = config.data
+    data.ensure()
+    make_credentials(data.embedded_credentials, "segcard")
+    make_credentials(data.submission_credentials, config["user"] or "segcard")
+    return config
+
+
+# -- contacts ---------------------------------------------------------------
+
+
+def after_change(app: App) -> None:
+    """Send a change to the address book now, or say when it will go."""
+    if app.daemon_running():
+        print("(the running segcard serve will sync it)", file=sys.stderr)
+        return
+    report = app.sync()
+    if report.offline:
+        print(
+            "(saved locally; the address book is unreachable, "
+            "it will be updated at the next sync)",
+            file=sys.stderr,
+        )
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    app = open_app(args)
+    rotate = parse_duration(args.rotate_every) if args.rotate_every else None
+    publish = str(Path(args.publish).expanduser().resolve()) if args.publish else None
+    contact = app.book.add(args.name, args.email, rotate_every=rotate, publish=publish)
+    print(app.book.address(contact))
+    after_change(app)
+    return 0
+
+
+def _state(contact: Contact) -> str:
+    return contact.segment.state.value if contact.segment else "-"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    app = open_app(args)
+    rows = []
+    for contact in app.index.contacts():
+        if contact.segment is None and not args.all:
+            continue
+        address = app.book.address(contact) if contact.segment else "-"
+        rotated = when(contact.segment.rotated_at) if contact.segment else "-"
+        rows.append([contact.name or "(no name)", address, _state(contact), rotated])
+    if not rows:
+        print("no contacts yet; add one with: segcard add NAME")
+        return 0
+    print(table(["contact", "address", "state", "last rotated"], rows))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    app = open_app(args)
+    contact = app.book.find(args.contact)
+    print(f"contact:  {contact.name}")
+    print(f"uid:      {contact.uid}")
+    print(f"emails:   {', '.join(contact.emails) or '-'}")
+    segment = contact.segment
+    if segment is None:
+        print("address:  none (give it one with: segcard add ... --email ...)")
+        return 0
+    print(f"address:  {app.book.address(contact)}")
+    print(f"state:    {segment.state.value} since {when(segment.state_at)}")
+    print(f"kind:     {segment.kind.value}")
+    print(f"created:  {when(segment.created_at)}")
+    if segment.rotate_every:
+        print(f"rotates:  every {segment.rotate_every // 3600} h")
+    for retired in segment.retired:
+        old = app.config.address(segment.label, retired.token)
+        print(f"retired:  {old} on {when(retired.retired_at)}")
+    for sender in segment.allowed:
+        print(f"trusted:  {sender}")
+    return 0
+
+
+def cmd_address(args: argparse.Namespace) -> int:
+    app = open_app(args)
+    contact = app.book.find(args.contact)
+    if contact.segment is None:
+        contact = app.book.ensure_segment(contact)
+        print(app.book.address(contact))
+        after_change(app)
+        return 0
+    print(app.book.address(contact))
+    return 0
+
+
+def _change(args: argparse.Namespace, action: str) -> int:
+    app = open_app(args)
+    contact = app.book.find(args.contact)
+    updated = getattr(app.book, action)(contact)
+    print(f"{updated.name}: {app.book.address(updated)} ({_state(updated)})")
+    after_change(app)
+    return 0
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    return _change(args, "rotate")
+
+
+def cmd_block(args: argparse.Namespace) -> int:
+    return _change(args, "block")
+
+
+def cmd_unblock(args: argparse.Namespace) -> int:
+    return _change(args, "unblock")
+
+
+def cmd_trust(args: argparse.Namespace) -> int:
+    app = open_app(args)
+    contact = app.book.trust(app.book.find(args.contact), args.sender)
+    print(f"{contact.name} now accepts mail from {args.sender}")
+    after_change(app)
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    app = open_app(args)
+    contact = app.book.find(args.contact)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise SegcardError("not removing without confirmation", "pass --yes")
+        answer = input(f"Remove {contact.name} and its addresses for good? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing removed")
+            return 1
+    app.book.remove(contact)
+    print(f"removed {contact.name}")
+    after_change(app)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    app = open_app(args)
+    try:
+        data = Path(args.file).expanduser().read_bytes()
+    except OSError as exc:
+        raise SegcardError(f"cannot read {args.file}: {exc.strerror}") from exc
+    report = import_cards(
+        app.book, data, ProgressBar("importing"), segments=not args.no_segments
+    )
+    print(f"imported {len(report.added)}, already there {len(report.existing)}")
+    for problem in report.unreadable:
+        print(f"  not imported (unreadable): {problem}", file=sys.stderr)
+    after_change(app)
+    return 1 if report.unreadable and not report.added else 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    app = open_app(args)
+    report = app.sync(full=args.full)
+    print(f"sync: {report.summary()}")
+    for href in report.unreadable:
+        print(f"  unreadable card left alone: {href}", file=sys.stderr)
+    return 1 if report.offline else 0
+
+
+def status_data(app: App) -> dict[str, Any]:
+    """What ``segcard status`` shows, as data."""
+    config = app.config
+    book_url = (
+        config["carddav.url"]
+        or f"http://127.0.0.1:{config['embedded.port']}/user/contacts/addressbook/"
+    )
+    data: dict[str, Any] = {
+        "config": str(config.path),
+        "daemon": "running" if app.daemon_running() else "not running",
+        "address_book": book_url,
+        "embedded": app.embedded,
+        "contacts": app.index.count(),
+        "outbox": len(app.index.outbox()),
+        "unreadable_cards": [h for h, _e, _r in app.index.unreadable()],
+        "last_sync": app.index.get_state("last_sync"),
+        "last_sync_result": app.index.get_state("last_sync_result"),
+        "leaks": len(app.index.leaks()),
+    }
+    if app.embedded:
+        data["address_book_user"] = "segcard"
+        data["address_book_password_file"] = str(app.paths.embedded_credentials)
+    if config["submission.listen"]:
+        data["submission"] = config["submission.listen"]
+        data["submission_password_file"] = str(app.paths.submission_credentials)
+    return data
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    app = open_app(args)
+    data = status_data(app)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        if isinstance(value, list):
+            value = ", ".join(value) or "-"
+        print(f"{key.replace('_', ' '):<{width}}  {value}")
+    if app.config.is_placeholder:
+        print("\nThe domain is a placeholder: set yours with 'segcard init --force'.")
+    return 0
+
+
+def cmd_leaks(args: argparse.Namespace) -> int:
+    app = open_app(args)
+    leaks = app.index.leaks()
+    if not leaks:
+        print("no leaks seen")
+        return 0
+    rows = []
+    for leak in leaks:
+        contact = app.index.get(leak.uid)
+        name = contact.name if contact else leak.uid
+        rows.append(
+            [
+                name,
+                leak.sender_domain,
+                str(leak.count),
+                when(leak.first_seen),
+                when(leak.last_seen),
+            ]
+        )
+    print(table(["contact", "sender domain", "count", "first", "last"], rows))
+    print("\nRotate a leaked address with: segcard rotate CONTACT")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from segcard.daemon import serve
+
+    return serve(config_path(args), args.verbose)
+
+
+COMMANDS = {
+    "init": cmd_init,
+    "add": cmd_add,
+    "list": cmd_list,
+    "show": cmd_show,
+    "address": cmd_address,
+    "rotate": cmd_rotate,
+    "block": cmd_block,
+    "unblock": cmd_unblock,
+    "trust": cmd_trust,
+    "remove": cmd_remove,
+    "import": cmd_import,
+    "sync": cmd_sync,
+    "status": cmd_status,
+    "leaks": cmd_leaks,
+    "serve": cmd_serve,
+}

@@ -1,0 +1,279 @@
+"""The configuration: one TOML file, described by one table of options.
+
+Every option has a dotted key (``carddav.url`` lives in ``[carddav]`` as
+``url``), a type, a default and a help text. The example config written by
+``segcard init`` and the checks on load come from :data:`OPTIONS`; every
+problem in a file is reported at once, naming the option.
+"""
+
+from __future__ import annotations
+
+import getpass
+import ipaddress
+import logging
+import os
+import re
+import shlex
+import subprocess
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from segcard import paths
+from segcard.address import Template, TemplateError
+from segcard.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER_DOMAIN = "segcard.invalid"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its dotted key, type, default and help."""
+
+    key: str
+    type: type
+    default: Any
+    help: str
+    secret: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("user", str, "", "local part of your addresses (john)"),
+    Option("domain", str, PLACEHOLDER_DOMAIN, "domain of your segment addresses"),
+    Option("identities", list, [], "your real addresses; mail from them is rewritten"),
+    Option("open_identities", list, [], "identities that always receive mail"),
+    Option("template", str, "{user}-{label}-{token}@{domain}", "address template"),
+    Option("role_addresses", list, ["postmaster", "abuse"], "always delivered"),
+    Option("grace_days", int, 30, "days a retired token is still delivered"),
+    Option("data_dir", str, "", "index, spool and embedded book (default: platform)"),
+    Option("carddav.url", str, "", "address book URL; empty: the embedded server"),
+    Option("carddav.username", str, "", "CardDAV user name"),
+    Option("carddav.password_command", str, "", "command printing the password"),
+    Option("carddav.password", str, "", "CardDAV password (prefer the command)", True),
+    Option("carddav.sync_interval", int, 300, "seconds between syncs"),
+    Option("embedded.port", int, 0, "port of the embedded CardDAV server"),
+    Option("submission.listen", str, "", "submission proxy host:port; empty: off"),
+    Option("submission.max_size", int, 35_000_000, "largest message accepted"),
+    Option("submission.tls_cert", str, "", "certificate for STARTTLS"),
+    Option("submission.tls_key", str, "", "key for STARTTLS"),
+    Option("submission.refuse_leaks", bool, False, "refuse mail quoting an identity"),
+    Option("upstream.url", str, "", "smtp+starttls://, smtps:// or smtp://host:port"),
+    Option("upstream.username", str, "", "upstream SMTP user"),
+    Option("upstream.password_command", str, "", "command printing the password"),
+    Option(
+        "upstream.password", str, "", "upstream password (prefer the command)", True
+    ),
+    Option("inbound.smtp_listen", str, "", "SMTP filter host:port; empty: off"),
+    Option("inbound.maildir", str, "", "Maildir for accepted mail"),
+    Option("inbound.lmtp", str, "", "LMTP next hop host:port"),
+    Option("inbound.next_hop", str, "", "SMTP next hop smtp://host:port"),
+    Option("inbound.tarpit_after", int, 3, "bad recipients before slowing down"),
+    Option("inbound.tarpit_delay", float, 2.0, "seconds added per bad recipient"),
+    Option("inbound.drop_after", int, 10, "bad recipients before disconnecting"),
+    Option("imap.url", str, "", "imaps://host:port of the mailbox to sort; empty: off"),
+    Option("imap.username", str, "", "IMAP user"),
+    Option("imap.password_command", str, "", "command printing the password"),
+    Option("imap.password", str, "", "IMAP password (prefer the command)", True),
+    Option("imap.junk_folder", str, "Junk", "folder for junk and rejected mail"),
+    Option("imap.poll_interval", int, 60, "seconds between polls without IDLE"),
+)
+
+_BY_KEY = {o.key: o for o in OPTIONS}
+
+
+@dataclass
+class Config:
+    """The loaded settings, with helpers for the derived values."""
+
+    values: dict[str, Any]
+    path: Path
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def template(self) -> Template:
+        return Template(self["template"])
+
+    @property
+    def data(self) -> paths.DataPaths:
+        root = self["data_dir"]
+        data_dir = Path(root).expanduser() if root else paths.default_data_dir()
+        runtime = data_dir / "run" if root else paths.default_runtime_dir()
+        return paths.DataPaths(data_dir, runtime)
+
+    @property
+    def identities(self) -> list[str]:
+        return [i.lower() for i in self["identities"]]
+
+    @property
+    def is_placeholder(self) -> bool:
+        return self["domain"] == PLACEHOLDER_DOMAIN
+
+    def address(self, label: str, token: str) -> str:
+        """The segment address for *label* and *token*."""
+        return self.template.build(self["user"], label, token, self["domain"])
+
+    def secret(self, section: str) -> str:
+        """The password of *section*, from its command or the file."""
+        command = self[f"{section}.password_command"]
+        if command:
+            return run_password_command(command, f"{section}.password_command")
+        return str(self[f"{section}.password"])
+
+    def public_view(self) -> dict[str, Any]:
+        """The effective settings with every secret blanked, for logs."""
+        out = {}
+        for key, value in self.values.items():
+            secret = _BY_KEY[key].secret if key in _BY_KEY else False
+            out[key] = "***" if secret and value else value
+        return out
+
+
+def run_password_command(command: str, option: str) -> str:
+    """Run a password command and return the first line it prints."""
+    try:
+        done = subprocess.run(
+            shlex.split(command), capture_output=True, text=True, timeout=30
+        )
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"{option}: could not run the command: {exc}") from exc
+    if done.returncode != 0:
+        raise ConfigError(f"{option}: the command failed (exit {done.returncode})")
+    return done.stdout.splitlines()[0] if done.stdout else ""
+
+
+def _flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _check_type(option: Option, value: Any) -> str | None:
+    if option.type is float and isinstance(value, int | float):
+        return None
+    if option.type is int and isinstance(value, bool):
+        return f"{option.key}: expected a whole number, got {value!r}"
+    if option.type is list:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return None
+        return f"{option.key}: expected a list of strings"
+    if not isinstance(value, option.type):
+        return f"{option.key}: expected {option.type.__name__}, got {value!r}"
+    return None
+
+
+def _check_values(values: dict[str, Any]) -> list[str]:
+    problems = []
+    try:
+        Template(values["template"])
+    except TemplateError as exc:
+        problems.append(f"template: {exc}")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", values["user"] or "x"):
+        problems.append("user: use lower-case letters, digits, '.', '_' or '-'")
+    if not re.fullmatch(r"[a-z0-9.-]+\.[a-z0-9-]+", values["domain"].lower()):
+        problems.append(f"domain: {values['domain']!r} is not a domain name")
+    for key in ("submission.listen", "inbound.smtp_listen"):
+        if values[key]:
+            try:
+                parse_hostport(values[key])
+            except ValueError as exc:
+                problems.append(f"{key}: {exc}")
+    return problems
+
+
+def validate(flat: dict[str, Any]) -> dict[str, Any]:
+    """Check a flat mapping against OPTIONS; return it with defaults filled."""
+    problems = [f"{k}: unknown option" for k in flat if k not in _BY_KEY]
+    values = {o.key: o.default for o in OPTIONS}
+    for key, value in flat.items():
+        if key in _BY_KEY:
+            problem = _check_type(_BY_KEY[key], value)
+            if problem:
+                problems.append(problem)
+            else:
+                values[key] = value
+    if not problems:
+        problems = _check_values(values)
+    if problems:
+        raise ConfigError("bad config:\n  " + "\n  ".join(problems))
+    return values
+
+
+def load(path: Path) -> Config:
+    """Read and check the config file at *path*."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"no config at {path}", "run 'segcard init' first") from exc
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    return Config(validate(_flatten(doc)), path)
+
+
+def default_values() -> dict[str, Any]:
+    """Settings for a machine with no config: login name, placeholder domain."""
+    user = re.sub(r"[^a-z0-9._-]", "", getpass.getuser().lower()) or "me"
+    return {"user": user, "domain": PLACEHOLDER_DOMAIN}
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for key, value in flat.items():
+        *sections, name = key.split(".")
+        node = doc
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = value
+    return doc
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return tomli_w.dumps({"x": value}).strip()[4:]
+
+
+def save(path: Path, flat: dict[str, Any]) -> Config:
+    """Check *flat* and write it as the config file, with help as comments."""
+    values = validate(flat)
+    lines = ["# segcard configuration; every option with its help:"]
+    for option in OPTIONS:
+        if option.key not in flat:
+            default = _toml_value(option.default)
+            lines.append(f"#   {option.key} = {default}  ({option.help})")
+    body = tomli_w.dumps(_nest({k: v for k, v in flat.items()}))
+    paths.write_private(path, "\n".join(lines) + "\n\n" + body)
+    return Config(values, path)
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """Split 'host:port' and check the port."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{text!r} is not host:port")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Tell whether *host* is a loopback address or 'localhost'."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def env_flag(name: str) -> bool:
+    """True when the environment variable *name* is set to a true value."""
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
