@@ -62,13 +62,16 @@ CREATE TABLE IF NOT EXISTS unreadable (
     reason TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS messages (
-    message_id TEXT PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    id_left TEXT NOT NULL,
     uid TEXT NOT NULL,
     token TEXT NOT NULL,
-    peer TEXT,
+    peer TEXT NOT NULL,
     direction TEXT NOT NULL,
-    at INTEGER NOT NULL
+    at INTEGER NOT NULL,
+    PRIMARY KEY (message_id, peer)
 );
+CREATE INDEX IF NOT EXISTS messages_left ON messages(id_left);
 CREATE TABLE IF NOT EXISTS leaks (
     uid TEXT NOT NULL,
     token TEXT NOT NULL,
@@ -338,20 +341,49 @@ class Index:
     def record_message(
         self, message_id: str, uid: str, token: str, peer: str | None, direction: str
     ) -> None:
-        """Remember which segment a message went out or came in on."""
+        """Remember which segment a message went out or came in on.
+
+        *direction* is "out" (peer: a recipient) or "in" (peer: the sender).
+        """
+        mid = message_id.strip().strip("<>").lower()
         with self.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?)",
-                (message_id, uid, token, peer, direction, int(time.time())),
+                "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?,?)",
+                (
+                    mid,
+                    _id_left(mid),
+                    uid,
+                    token,
+                    (peer or "").lower(),
+                    direction,
+                    int(time.time()),
+                ),
             )
 
     def message(self, message_id: str) -> tuple[str, str, str | None, str] | None:
         """(uid, token, peer, direction) recorded for *message_id*, or None."""
+        mid = message_id.strip().strip("<>").lower()
         with self._lock:
             return self._db.execute(
                 "SELECT uid, token, peer, direction FROM messages WHERE message_id=?",
-                (message_id,),
+                (mid,),
             ).fetchone()
+
+    def thread_peers(self, message_ids: list[str]) -> set[str]:
+        """Everyone who took part in messages *message_ids* as we saw them.
+
+        The submission proxy gives each copy its own Message-ID host part, so
+        references are matched on the part left of the @ as well.
+        """
+        lefts = [_id_left(m.strip().strip("<>").lower()) for m in message_ids]
+        if not lefts:
+            return set()
+        marks = ",".join("?" * len(lefts))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT peer FROM messages WHERE id_left IN ({marks})", lefts
+            ).fetchall()
+        return {r[0] for r in rows if r[0]}
 
     def record_leak(self, uid: str, token: str, sender_domain: str, now: int) -> None:
         """Count one message from an outsider on a segment."""
@@ -381,6 +413,10 @@ def _row(found: tuple) -> Row:  # type: ignore[type-arg]
         href=href,
     )
     return Row(contact, etag, content_hash, card)
+
+
+def _id_left(message_id: str) -> str:
+    return message_id.rpartition("@")[0] or message_id
 
 
 def now() -> int:
