@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from segcard.mail.headers import split_message
 from segcard.mail.leaks import header_leaks
 from segcard.mail.rewrite import (
     RewriteRefused,
@@ -113,7 +116,8 @@ def test_bare_lf_message_keeps_bare_lf() -> None:
     """A message with bare LF line endings gets no CR in any line written."""
     raw = message(
         "From: John <john@john.example>",
-        "Subject: =?utf-8?q?write_to_john=40john.example?=",
+        "Subject: =?utf-8?q?a_subject_long_enough_to_be_folded_when_encoded_?=",
+        " =?utf-8?q?anew=2C_write_to_john=40john.example?=",
         "Bcc: x@y.example,\n z@y.example",
         body="line\n",
         eol="\n",
@@ -326,3 +330,65 @@ def test_header_from_reads_name_as_written() -> None:
 
     assert header_from(raw) == ('"J\u00fcrgen"', "juergen@example.de")
     assert header_from(message("From: a@b.example (Al B)")) == ("Al B", "a@b.example")
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400))
+def test_any_bytes_split_and_join_unchanged(raw: bytes) -> None:
+    """Cutting a message into fields and joining them again changes no byte."""
+    assert split_message(raw).join() == raw
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400))
+def test_any_bytes_are_rewritten_or_refused(raw: bytes) -> None:
+    """Whatever the client sends, rewrite answers a copy or RewriteRefused,
+    and a copy's body (after the first empty line) is the original's."""
+    try:
+        copy = rewrite(raw, [ID], SEG)
+    except RewriteRefused as refused:
+        assert refused.reply.startswith("5")
+        return
+
+    assert split(copy)[1] == split(raw)[1]
+
+
+NAMES = st.sampled_from(['"Smith, John"', "John", "=?utf-8?q?J=C3=B6rg?=", ""])
+OTHER = st.sampled_from(
+    [
+        "Subject: hello",
+        "To: tom@t.example, =?utf-8?q?Doe=2C_Jane?= <jd@x.example>",
+        "Cc: john@john.example, x.john@john.example",
+        "Reply-To: JOHN@john.example",
+        "Sender: list-admin@l.example",
+        "X-Mozilla-Identity-Key: id1 john@john.example",
+        "X-Mailer: test\n\tcontinued",
+        "Bcc: hidden@h.example,\n other@h.example",
+        "Autocrypt: addr=john@john.example; keydata=\n QUJD",
+        "Autocrypt-Gossip: addr=tom@t.example; keydata=REVG",
+        "Message-ID: <1.john@john.example>",
+        "Disposition-Notification-To: John <john@john.example>",
+        "Received: from john@john.example by mx",
+        "References: <a@b.example>\n <c@d.example>",
+    ]
+)
+
+
+@settings(max_examples=200)
+@given(
+    name=NAMES,
+    others=st.lists(OTHER, max_size=8),
+    position=st.integers(min_value=0, max_value=8),
+    eol=st.sampled_from(["\r\n", "\n"]),
+)
+def test_generated_messages_change_only_identity_fields(
+    name: str, others: list[str], position: int, eol: str
+) -> None:
+    """Any mix of client header fields gets only the intended changes."""
+    sender = f"From: {name} <John@john.example>" if name else "From: john@john.example"
+    headers = [*others[:position], sender, *others[position:]]
+    raw = message(*headers, body="Hi john@john.example\r\n", eol=eol)
+
+    copy = rewrite(raw, [ID], SEG)
+
+    assert_only_intended_changes(raw, copy, [ID], SEG)
