@@ -1,0 +1,36 @@
+"""Shared pytest fixtures; the logic behind them lives in tests/servers.py."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import FLAVOURS, CardDAVServer, corpus_dir, make_server
+
+
+@pytest.fixture(params=FLAVOURS)
+def carddav_server(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[CardDAVServer]:
+    """A started CardDAV server of each flavour, stopped afterwards."""
+    server = make_server(request.param, tmp_path / request.param)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def corpus() -> Path:
+    """The shared corpus dir; skips when absent, fails when CI=true."""
+    path = corpus_dir()
+    if path is None:
+        reason = "corpus not found: set SEGCARD_CORPUS or put it at ../shared/corpus"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
