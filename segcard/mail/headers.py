@@ -19,7 +19,6 @@ import base64
 import binascii
 import quopri
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # RFC 5322 section 2.2: a field name is printable US-ASCII except ":"; the
@@ -181,17 +180,6 @@ def encode_words(text: str, eol: str) -> str:
     words.append(chunk)
     encoded = ["=?utf-8?b?" + base64.b64encode(w).decode("ascii") + "?=" for w in words]
     return (eol + " ").join(encoded)
-
-
-def map_encoded_runs(text: str, change: Callable[[str], str | None], eol: str) -> str:
-    """*text* with each run of encoded words that *change* alters (given the
-    decoded run, returning new text or None to keep it) encoded anew."""
-
-    def one(run: re.Match[str]) -> str:
-        new = change(_decode_run(run.group()))
-        return run.group() if new is None else encode_words(new, eol)
-
-    return _RUN_RE.sub(one, text)
 
 
 def split_encoded(text: str) -> list[tuple[bool, str]]:

@@ -56,6 +56,8 @@ DROPPED_FIELDS = frozenset({"return-path", "openpgp", "autocrypt"})
 
 _MSG_ID_HOST_RE = re.compile(r"(<[^<>@]*@)([^<>]*)(>)")
 _BARE_MSG_ID_HOST_RE = re.compile(r"([^\s<>@]+@)([^\s<>()]+)")
+# Characters that would break out of an address written into a header.
+_UNSAFE_RE = re.compile(r'[\s<>(),;:"\\\[\]\x00-\x1f\x7f]')
 
 
 class RewriteRefused(ProtocolError):
@@ -148,6 +150,7 @@ def rewrite(raw: bytes, identities: Collection[str], segment_address: str) -> by
     when From is not one mailbox, or when an identity would still show in
     a field that cannot be removed.
     """
+    _check_segment_address(segment_address)
     message = split_message(raw)
     _from_mailbox(message.get_all("from"))
     editor = _Editor(identities, segment_address, message.eol.decode("ascii"))
@@ -240,6 +243,13 @@ class _Editor:
             return run
         segment = _as_text(self.segment)
         return encode_words(self.text_pattern.sub(lambda _: segment, decoded), self.eol)
+
+
+def _check_segment_address(address: str) -> None:
+    """Raise ValueError unless *address* can be written into a header as is."""
+    local, _, domain = address.rpartition("@")
+    if not local or not domain or _UNSAFE_RE.search(address):
+        raise ValueError(f"not a usable segment address: {address!r}")
 
 
 def _from_mailbox(fields: list[Field]) -> Mailbox:

@@ -392,3 +392,15 @@ def test_generated_messages_change_only_identity_fields(
     copy = rewrite(raw, [ID], SEG)
 
     assert_only_intended_changes(raw, copy, [ID], SEG)
+
+
+@pytest.mark.parametrize(
+    "segment",
+    ["", "no-at-sign", "a@b.example\r\nBcc: x@y", "a b@c.example", "@c.example"],
+)
+def test_unusable_segment_address_is_a_programming_error(segment: str) -> None:
+    """A segment address that would break the header is refused with ValueError."""
+    raw = message("From: john@john.example")
+
+    with pytest.raises(ValueError):
+        rewrite(raw, [ID], segment)
