@@ -17,6 +17,7 @@ from email import policy as email_policy
 from email.message import Message as EmailMessage
 from urllib.parse import unquote
 
+from segcard.address import normalize_email
 from segcard.mail.headers import decode_text, decode_words, split_message
 
 # An address starts after any character that real local parts do not use
@@ -35,7 +36,7 @@ def identity_pattern(identities: Collection[str], raw: bool = False) -> re.Patte
     With *raw*, the pattern matches the latin-1 view of UTF-8 bytes, the form
     in which header bytes are searched and edited.
     """
-    forms = {i.strip().lower() for i in identities if i.strip()}
+    forms = {normalize_email(i) for i in identities if normalize_email(i)}
     if raw:
         forms = {f.encode("utf-8").decode("latin-1") for f in forms}
     if not forms:

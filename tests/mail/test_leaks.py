@@ -44,6 +44,7 @@ def test_identity_quoted_in_plain_text_is_found() -> None:
     raw = single("text/plain; charset=us-ascii", "7bit", body)
 
     assert find_leaks(raw, [ID]) == ["body part 1 (text/plain)"]
+    assert find_leaks(raw, [" <JOHN@john.example> "]) == ["body part 1 (text/plain)"]
 
 
 def test_identity_split_by_quoted_printable_soft_break_is_found() -> None:
