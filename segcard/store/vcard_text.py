@@ -1,0 +1,414 @@
+"""The raw text of a vCard: bytes to text, physical and logical lines, values.
+
+Nothing here knows segments: :mod:`segcard.store.vcard` builds on it. The
+line model keeps every line's exact bytes (its folding and its own line
+ending) beside its unfolded content, so a card can be patched line by line
+without re-serializing anybody else's lines.
+"""
+
+from __future__ import annotations
+
+import codecs
+import quopri
+import re
+from dataclasses import dataclass
+
+BOM = "\ufeff"
+CRLF = "\r\n"
+
+# RFC 6350 section 3.2: lines SHOULD be at most 75 octets, line break excluded.
+FOLD_OCTETS = 75
+
+# CR CR LF (iOS 6 exports) counts as one line ending; a bare CR as one too.
+_EOL_RE = re.compile(r"\r\r\n|\r\n|\n|\r")
+_EOL_BYTES_RE = re.compile(rb"\r\r\n|\r\n|\n|\r")
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+_QP_PARAM_RE = re.compile(r"(?i);\s*(?:ENCODING\s*=\s*)?QUOTED-PRINTABLE\s*(?=[;:]|$)")
+_CHARSET_RE = re.compile(rb"(?i)CHARSET=\"?([A-Za-z0-9_.:-]+)")
+_ENCODINGS = frozenset({"QUOTED-PRINTABLE", "BASE64", "B", "8BIT", "7BIT"})
+
+# cp1252 letters among 0x80-0x9F, which are also Shift_JIS lead bytes.
+_CP1252_LETTERS = frozenset(b"\x83\x8a\x8c\x8e\x9a\x9c\x9e\x9f")
+
+
+@dataclass(frozen=True)
+class PhysicalLine:
+    """One line as stored: its content and its own line ending ("" at EOF)."""
+
+    body: str
+    eol: str
+
+
+@dataclass(frozen=True)
+class LogicalLine:
+    """One content line: its exact text (folds and endings) and unfolded."""
+
+    raw: str
+    text: str
+    eol: str
+
+
+@dataclass(frozen=True)
+class ContentLine:
+    """A parsed content line; *value* is still escaped and encoded."""
+
+    group: str
+    name: str
+    params: tuple[tuple[str, str], ...]
+    value: str
+
+    def param(self, name: str) -> str | None:
+        """The first value of parameter *name* (upper case), or None."""
+        for key, value in self.params:
+            if key == name:
+                return value
+        return None
+
+
+def physical_lines(text: str) -> list[PhysicalLine]:
+    """Split *text* into physical lines, each keeping its own line ending."""
+    lines = []
+    pos = 0
+    for match in _EOL_RE.finditer(text):
+        lines.append(PhysicalLine(text[pos : match.start()], match.group()))
+        pos = match.end()
+    if pos < len(text):
+        lines.append(PhysicalLine(text[pos:], ""))
+    return lines
+
+
+def logical_lines(text: str) -> list[LogicalLine]:
+    """Group physical lines into content lines.
+
+    A line starting with a space or tab continues the previous one (RFC 6350
+    section 3.2); so does any line after a vCard 2.1 quoted-printable value
+    that ends in a soft break ``=`` (RFC 2045 section 6.7).
+    """
+    result: list[LogicalLine] = []
+    parts: list[PhysicalLine] = []
+    unfolded = ""
+    for line in physical_lines(text):
+        if parts and _continues(line, unfolded, parts[0].body):
+            unfolded = _join(unfolded, line.body, parts[0].body)
+            parts.append(line)
+            continue
+        if parts:
+            result.append(_logical(parts, unfolded))
+        parts, unfolded = [line], line.body
+    if parts:
+        result.append(_logical(parts, unfolded))
+    return result
+
+
+def _logical(parts: list[PhysicalLine], unfolded: str) -> LogicalLine:
+    raw = "".join(p.body + p.eol for p in parts)
+    return LogicalLine(raw, unfolded, parts[-1].eol)
+
+
+def _qp_soft_break(unfolded: str, first: str) -> bool:
+    return unfolded.endswith("=") and is_quoted_printable(first)
+
+
+def _continues(line: PhysicalLine, unfolded: str, first: str) -> bool:
+    if line.body[:1] in (" ", "\t"):
+        return True
+    if not line.body or is_end(line.body):
+        return False
+    return _qp_soft_break(unfolded, first)
+
+
+def _join(unfolded: str, body: str, first: str) -> str:
+    if _qp_soft_break(unfolded, first):
+        return unfolded[:-1] + body
+    return unfolded + body[1:]
+
+
+def is_quoted_printable(first_line: str) -> bool:
+    """Tell whether a content line declares quoted-printable encoding."""
+    head = first_line.split(":", 1)[0]
+    return _QP_PARAM_RE.search(head) is not None
+
+
+def is_begin(text: str) -> bool:
+    """Tell whether an unfolded line is ``BEGIN:VCARD``."""
+    return text.strip().upper() == "BEGIN:VCARD"
+
+
+def is_end(text: str) -> bool:
+    """Tell whether an unfolded line is ``END:VCARD``."""
+    return text.strip().upper() == "END:VCARD"
+
+
+def parse_content_line(text: str) -> ContentLine | None:
+    """Parse ``[group.]name[;param...]:value``; None if it is not one."""
+    match = _NAME_RE.match(text)
+    if match is None or match.end() == len(text) or text[match.end()] not in ";:":
+        return None
+    group, _, name = match.group().rpartition(".")
+    head, value = _split_head(text[match.end() :])
+    if value is None:
+        return None
+    params = tuple(_param(p) for p in split_unquoted(head, ";") if p.strip())
+    return ContentLine(group, name.upper(), params, value)
+
+
+def _split_head(rest: str) -> tuple[str, str | None]:
+    """Split ``;params:value`` at the first colon outside double quotes."""
+    quoted = False
+    for i, char in enumerate(rest):
+        if char == '"':
+            quoted = not quoted
+        elif char == ":" and not quoted:
+            return rest[:i], rest[i + 1 :]
+    return rest, None
+
+
+def _param(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        # vCard 2.1 bare parameter: an encoding, or else a type.
+        bare = key.strip().upper()
+        return ("ENCODING" if bare in _ENCODINGS else "TYPE", key.strip())
+    return key.strip().upper(), value.strip().strip('"')
+
+
+def split_unquoted(text: str, sep: str) -> list[str]:
+    """Split *text* at *sep* outside double quotes."""
+    parts, start, quoted = [], 0, False
+    for i, char in enumerate(text):
+        if char == '"':
+            quoted = not quoted
+        elif char == sep and not quoted:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+def split_escaped(value: str, sep: str = ";") -> list[str]:
+    """Split a structured value at each *sep* not escaped by a backslash."""
+    parts: list[str] = []
+    current: list[str] = []
+    i = 0
+    while i < len(value):
+        char = value[i]
+        if char == "\\" and i + 1 < len(value):
+            current.append(value[i : i + 2])
+            i += 2
+            continue
+        if char == sep:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        i += 1
+    parts.append("".join(current))
+    return parts
+
+
+def unescape_text(value: str) -> str:
+    """Undo RFC 6350 section 3.4 escapes; other backslashes stay as written."""
+    return re.sub(
+        r"\\([\\,;:nN])", lambda m: "\n" if m.group(1) in "nN" else m.group(1), value
+    )
+
+
+def escape_text(value: str) -> str:
+    """Escape a text value for vCard 3.0 / 4.0."""
+    value = value.replace("\\", "\\\\").replace(",", "\\,").replace(";", "\\;")
+    return value.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\n")
+
+
+def decode_component(line: ContentLine, component: str) -> str:
+    """Decode one (already split) component of *line*'s value to plain text."""
+    encoding = (line.param("ENCODING") or "").upper()
+    if encoding == "QUOTED-PRINTABLE":
+        data = quopri.decodestring(component.encode("utf-8"))
+        component = decode_bytes(data, line.param("CHARSET"))
+    return unescape_text(component).strip()
+
+
+def decode_bytes(data: bytes, charset: str | None) -> str:
+    """Decode *data* with *charset*, else UTF-8, else cp1252, else latin-1."""
+    for name in (charset, "utf-8", "cp1252"):
+        if name and _known_codec(name):
+            try:
+                return data.decode(name)
+            except UnicodeDecodeError:
+                continue
+    return data.decode("latin-1")
+
+
+def fold(line: str, eol: str = CRLF) -> str:
+    """Fold one unfolded content line at 75 octets and end it with *eol*.
+
+    Never cuts a UTF-8 sequence; continuation lines start with one space.
+    """
+    chunks: list[str] = []
+    current: list[str] = []
+    size, limit = 0, FOLD_OCTETS
+    for char in line:
+        width = len(char.encode("utf-8"))
+        if size + width > limit:
+            chunks.append("".join(current))
+            current, size, limit = [], 0, FOLD_OCTETS - 1
+        current.append(char)
+        size += width
+    chunks.append("".join(current))
+    return (eol + " ").join(chunks) + eol
+
+
+def normalize_eol(text: str) -> str:
+    """Make every line ending CRLF (bare LF, bare CR and CR CR LF included)."""
+    return re.sub(r"\r+\n|\r|\n", CRLF, text)
+
+
+def split_cards(data: bytes) -> list[bytes]:
+    """Split an exported .vcf into raw cards, each byte-for-byte as stored.
+
+    A card runs from its ``BEGIN:VCARD`` line through its ``END:VCARD`` line
+    and that line's ending; nested cards (vCard 2.1 AGENT) stay inside their
+    parent. A card left open at the end of the data is returned as it is, so
+    the reader can report it instead of it vanishing.
+    """
+    cards, depth, start, pos = [], 0, 0, 0
+    if data.startswith(codecs.BOM_UTF8):
+        pos = len(codecs.BOM_UTF8)
+    for body, line_start, end in _byte_lines(data, pos):
+        word = body.strip().upper()
+        if word == b"BEGIN:VCARD":
+            if depth == 0:
+                start = line_start
+            depth += 1
+        elif word == b"END:VCARD" and depth > 0:
+            depth -= 1
+            if depth == 0:
+                cards.append(data[start:end])
+    if depth > 0:
+        cards.append(data[start:])
+    return cards
+
+
+def _byte_lines(data: bytes, pos: int) -> list[tuple[bytes, int, int]]:
+    """Each physical line's content, its start, and the offset after its ending."""
+    lines = []
+    for match in _EOL_BYTES_RE.finditer(data, pos):
+        lines.append((data[pos : match.start()], pos, match.end()))
+        pos = match.end()
+    if pos < len(data):
+        lines.append((data[pos:], pos, len(data)))
+    return lines
+
+
+def to_text(raw: bytes) -> str:
+    """Decode a raw card to text, characters unchanged.
+
+    Strips a UTF-8 BOM; then UTF-8; else a declared ``CHARSET=``; else
+    Shift_JIS if the bytes look like it; else cp1252; else latin-1.
+    """
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    for charset in _declared_charsets(raw):
+        try:
+            return raw.decode(charset)
+        except UnicodeDecodeError:
+            continue
+    if looks_shift_jis(raw):
+        return raw.decode("cp932")
+    return decode_bytes(raw, None)
+
+
+def _declared_charsets(raw: bytes) -> list[str]:
+    names = [m.group(1).decode("ascii").lower() for m in _CHARSET_RE.finditer(raw)]
+    unique = dict.fromkeys(n for n in names if n not in ("utf-8", "utf8"))
+    return [n for n in unique if _known_codec(n)]
+
+
+def _known_codec(name: str) -> bool:
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
+
+
+def looks_shift_jis(data: bytes) -> bool:
+    """Guess whether non-UTF-8 bytes are Shift_JIS rather than a Latin charset.
+
+    Japanese text comes in byte pairs whose second byte is often >= 0x80 or
+    whose first is in 0x81-0x9F; Latin-1 letters (0xC0-0xFF) are single
+    bytes, usually followed by an ASCII letter. Each pair votes.
+    """
+    try:
+        data.decode("cp932")
+    except UnicodeDecodeError:
+        return False
+    score, i = 0, 0
+    while i < len(data) - 1:
+        lead = data[i]
+        if not (0x81 <= lead <= 0x9F or 0xE0 <= lead <= 0xFC):
+            i += 1
+            continue
+        score += _pair_vote(lead, data[i + 1])
+        i += 2
+    return score > 0
+
+
+def _pair_vote(lead: int, trail: int) -> int:
+    if trail >= 0x80:
+        return 2
+    if lead <= 0x9F and lead not in _CP1252_LETTERS:
+        return 1
+    return -1
+
+
+def outer_lines(lines: list[LogicalLine]) -> list[tuple[int, LogicalLine]]:
+    """Each line of the outermost card with its index.
+
+    Lines of a nested card (vCard 2.1 AGENT), lines outside any card, and the
+    outer BEGIN and END lines themselves are left out.
+    """
+    result, depth = [], 0
+    for index, line in enumerate(lines):
+        if is_begin(line.text):
+            depth += 1
+        elif is_end(line.text) and depth > 0:
+            depth -= 1
+        elif depth == 1:
+            result.append((index, line))
+    return result
+
+
+def content_lines(lines: list[LogicalLine]) -> list[tuple[int, ContentLine]]:
+    """The parsable content lines of the outermost card, with their index."""
+    result = []
+    for index, line in outer_lines(lines):
+        parsed = parse_content_line(line.text)
+        if parsed is not None:
+            result.append((index, parsed))
+    return result
+
+
+def has_frame(lines: list[LogicalLine]) -> bool:
+    """Tell whether the lines hold both a BEGIN:VCARD and an END:VCARD."""
+    return any(is_begin(x.text) for x in lines) and any(is_end(x.text) for x in lines)
+
+
+def outer_end(lines: list[LogicalLine]) -> int:
+    """Index of the END:VCARD line that closes the outermost card.
+
+    The lines must hold an END:VCARD (see :func:`has_frame`).
+    """
+    depth = 0
+    for index, line in enumerate(lines):
+        if is_begin(line.text):
+            depth += 1
+        elif is_end(line.text) and depth > 0:
+            depth -= 1
+            if depth == 0:
+                return index
+    return max(i for i, x in enumerate(lines) if is_end(x.text))
