@@ -27,8 +27,8 @@ _QP_PARAM_RE = re.compile(r"(?i);\s*(?:ENCODING\s*=\s*)?QUOTED-PRINTABLE\s*(?=[;
 _CHARSET_RE = re.compile(rb"(?i)CHARSET=\"?([A-Za-z0-9_.:-]+)")
 _ENCODINGS = frozenset({"QUOTED-PRINTABLE", "BASE64", "B", "8BIT", "7BIT"})
 
-# cp1252 letters among 0x80-0x9F, which are also Shift_JIS lead bytes.
-_CP1252_LETTERS = frozenset(b"\x83\x8a\x8c\x8e\x9a\x9c\x9e\x9f")
+# cp1252 letters among 0x80-0x9F (Š Œ Ž š œ ž Ÿ), also Shift_JIS lead bytes.
+_CP1252_LETTERS = frozenset(b"\x8a\x8c\x8e\x9a\x9c\x9e\x9f")
 
 
 @dataclass(frozen=True)
@@ -339,27 +339,33 @@ def _known_codec(name: str) -> bool:
 def looks_shift_jis(data: bytes) -> bool:
     """Guess whether non-UTF-8 bytes are Shift_JIS rather than a Latin charset.
 
-    Japanese text comes in byte pairs whose second byte is often >= 0x80 or
-    whose first is in 0x81-0x9F; Latin-1 letters (0xC0-0xFF) are single
-    bytes, usually followed by an ASCII letter. Each pair votes.
+    Japanese text comes in runs of byte pairs whose second byte is often
+    >= 0x80 or whose first is in 0x81-0x9F; Latin-1 letters (0xC0-0xFF) are
+    single bytes, mostly between ASCII letters. Each pair votes.
     """
     try:
-        data.decode("cp932")
+        decoded = data.decode("cp932")
     except UnicodeDecodeError:
         return False
-    score, i = 0, 0
+    if any("\ue000" <= char <= "\uf8ff" for char in decoded):
+        return False  # cp932's user-defined area: Latin letters 0xF0-0xFF
+    score, i, previous_pair = 0, 0, False
     while i < len(data) - 1:
-        lead = data[i]
-        if not (0x81 <= lead <= 0x9F or 0xE0 <= lead <= 0xFC):
-            i += 1
+        if not _is_sjis_lead(data[i]):
+            i, previous_pair = i + 1, False
             continue
-        score += _pair_vote(lead, data[i + 1])
-        i += 2
+        in_run = previous_pair or (i + 2 < len(data) and _is_sjis_lead(data[i + 2]))
+        score += _pair_vote(data[i], data[i + 1], in_run)
+        i, previous_pair = i + 2, True
     return score > 0
 
 
-def _pair_vote(lead: int, trail: int) -> int:
-    if trail >= 0x80:
+def _is_sjis_lead(byte: int) -> bool:
+    return 0x81 <= byte <= 0x9F or 0xE0 <= byte <= 0xFC
+
+
+def _pair_vote(lead: int, trail: int, in_run: bool) -> int:
+    if trail >= 0x80 or in_run:
         return 2
     if lead <= 0x9F and lead not in _CP1252_LETTERS:
         return 1
