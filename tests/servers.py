@@ -7,16 +7,22 @@ Each server exposes `url` (the address book collection), `username`,
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
+
+import aiohttp
+from aiohttp import web
 
 from segcard.carddav.embedded import EmbeddedServer
 
@@ -227,3 +233,86 @@ def corpus_dir() -> Path | None:
     else:
         path = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
     return path if path.is_dir() else None
+
+
+Forward = Callable[[], Awaitable[web.Response]]
+Intercept = Callable[[web.Request, bytes, Forward], Awaitable[web.StreamResponse]]
+
+
+class FaultProxy:
+    """A loopback HTTP proxy in front of a real server, to inject faults.
+
+    `intercept(request, body, forward)` answers every request; it may call
+    `forward()` to get the real server's answer and return it, changed or not.
+    """
+
+    def __init__(self, upstream_url: str, intercept: Intercept) -> None:
+        self.upstream = root_url(upstream_url)
+        self.intercept = intercept
+        self.requests: list[tuple[str, str]] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    def url_for(self, upstream_url: str) -> str:
+        """The proxy's URL for a URL on the upstream server."""
+        return f"http://{HOST}:{self.port}/" + upstream_url[len(self.upstream) :]
+
+    def start(self) -> None:
+        """Listen on a free port in a background thread."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
+
+    def stop(self) -> None:
+        """Stop listening and end the thread."""
+        if self._runner is not None:
+            future = asyncio.run_coroutine_threadsafe(
+                self._runner.cleanup(), self._loop
+            )
+            future.result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, HOST, 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append((request.method, request.path))
+
+        async def forward() -> web.Response:
+            return await self._forward(request, body)
+
+        return await self.intercept(request, body, forward)
+
+    async def _forward(self, request: web.Request, body: bytes) -> web.Response:
+        headers = {
+            name: value
+            for name, value in request.headers.items()
+            if name.lower() not in ("host", "content-length", "transfer-encoding")
+        }
+        url = self.upstream + request.raw_path.lstrip("/")
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as session,
+            session.request(
+                request.method, url, data=body, headers=headers, allow_redirects=False
+            ) as answer,
+        ):
+            content = await answer.read()
+            kept = {
+                name: value
+                for name, value in answer.headers.items()
+                if name.lower() not in _HOP_HEADERS
+            }
+            return web.Response(status=answer.status, body=content, headers=kept)
+
+
+_HOP_HEADERS = ("content-length", "transfer-encoding", "connection", "keep-alive")

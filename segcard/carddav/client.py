@@ -130,7 +130,7 @@ class CardDAVClient:
         props = [xml.RESOURCETYPE, xml.CURRENT_USER_PRINCIPAL, xml.ADDRESSBOOK_HOME_SET]
         entry = self._propfind_self(self.url, props)
         if entry is not None and entry.has_type(xml.ADDRESSBOOK):
-            return self._set_collection(self.url)
+            return self._set_collection(entry.href)
 
         home = self._home_from(entry)
         if home is None:
@@ -186,10 +186,14 @@ class CardDAVClient:
         )
 
     def _propfind_self(self, url: str, props: list[str]) -> xml.Entry | None:
-        """Depth-0 PROPFIND; None when the URL is no WebDAV resource."""
+        """Depth-0 PROPFIND; None when the URL is no WebDAV resource we may read.
+
+        A 403 is no error here: discovery goes on to the next place to look.
+        """
         reply = self._propfind(url, props, depth=0)
         if reply.status != 207:
-            self._raise_for_auth(reply)
+            if reply.status == 401 or reply.status >= 500:
+                self._raise_for(reply, "answer PROPFIND")
             log.debug("PROPFIND %s answered %d", _redact(url), reply.status)
             return None
         entries = self._multistatus(reply, "PROPFIND").entries

@@ -168,7 +168,7 @@ class EmbeddedServer:
         dav = xandikos_web.XandikosApp(backend, current_user_principal=PRINCIPAL)
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            return await dav.aiohttp_handler(request, "/")  # type: ignore[no-any-return]
+            return await dav.aiohttp_handler(request, "/")
 
         async def well_known(request: web.Request) -> web.StreamResponse:
             raise web.HTTPFound("/")

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from segcard.carddav.client import CardDAVClient, Item, same_href
 from segcard.errors import AddressBookError, ServerUnreachable, WriteConflict
-from tests.servers import CardDAVServer, RadicaleServer, XandikosServer, root_url
+from tests.servers import (
+    CardDAVServer,
+    FaultProxy,
+    Forward,
+    Intercept,
+    RadicaleServer,
+    XandikosServer,
+    root_url,
+)
 
 # Corpus cards Xandikos accepts, each with a quirk that must survive storage.
 BYTE_EXACT_CARDS = [
@@ -303,3 +315,237 @@ def test_same_href_compares_decoded_paths() -> None:
     assert same_href("/book/", "/book")
     assert not same_href("/book/x.vcf", "/book/y.vcf")
     assert not same_href("/book/a+b.vcf", "/book/a b.vcf")
+
+
+def test_discover_from_a_path_that_is_no_dav_resource(
+    carddav_server: CardDAVServer,
+) -> None:
+    """From a URL the server does not know, discovery goes through .well-known."""
+    url = root_url(carddav_server.url) + "no/such/place/"
+    client = CardDAVClient(url, carddav_server.username, carddav_server.password)
+
+    found = client.discover()
+
+    assert same_href(found, carddav_server.url)
+
+
+def test_card_the_server_cannot_parse_is_no_write_conflict(
+    carddav_server: CardDAVServer, corpus: Path
+) -> None:
+    """Xandikos' 412 with valid-address-data is a refused card, not a conflict."""
+    if isinstance(carddav_server, RadicaleServer):
+        pytest.skip("Radicale accepts this card")
+    client = connect(carddav_server)
+    text = (corpus / "vcards" / "khard-4.0-altid-n.vcf").read_text()
+
+    with pytest.raises(AddressBookError) as raised:
+        client.create(client.href_for("refused"), text)
+
+    assert not isinstance(raised.value, WriteConflict)
+    assert "valid-address-data" in str(raised.value)
+    assert client.list_etags() == {}
+
+
+# -- faults injected by a proxy in front of a real Xandikos ------------------
+
+BOOK = "/user/contacts/addressbook/"
+NO_SYNC = b'<D:error xmlns:D="DAV:"><D:supported-report/></D:error>'
+
+
+def is_sync_report(request: web.Request, body: bytes) -> bool:
+    return request.method == "REPORT" and b"sync-collection" in body
+
+
+def xml_response(status: int, body: bytes) -> web.Response:
+    return web.Response(status=status, body=body, content_type="application/xml")
+
+
+@pytest.fixture
+def xandikos(tmp_path: Path) -> Iterator[XandikosServer]:
+    """A started Xandikos subprocess."""
+    server = XandikosServer(tmp_path / "xandikos")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def proxied(server: XandikosServer, intercept: Intercept) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(server.url, intercept)
+    proxy.start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+def test_server_without_sync_collection_gets_etag_listings(
+    xandikos: XandikosServer,
+) -> None:
+    """Without sync-collection, changes() lists every etag and says full=True."""
+
+    async def refuse_sync(request: web.Request, body: bytes, forward: Forward) -> Any:
+        if is_sync_report(request, body):
+            return xml_response(403, NO_SYNC)
+        return await forward()
+
+    with proxied(xandikos, refuse_sync) as proxy:
+        client = connect(xandikos, proxy.url_for(xandikos.url))
+        keep, _ = client.create(client.href_for("keep"), card("keep"))
+        gone, _ = client.create(client.href_for("gone"), card("gone"))
+        first = client.changes(None)
+        client.delete(gone, None)
+        second = client.changes(first.sync_token)
+        reports = [method for method, _ in proxy.requests if method == "REPORT"]
+
+    assert (first.full, first.sync_token, len(first.changed)) == (True, None, 2)
+    assert second.full
+    assert [same_href(item.href, keep) for item in second.changed] == [True]
+    assert reports == ["REPORT"]  # asked once, then remembered
+
+
+def test_token_refused_with_a_plain_4xx_gives_a_full_listing(
+    xandikos: XandikosServer,
+) -> None:
+    """Any 4xx on a non-empty token leads to a sync from scratch, full=True."""
+
+    async def refuse_tokens(request: web.Request, body: bytes, forward: Forward) -> Any:
+        if is_sync_report(request, body) and b"sync-token>" in body:
+            return web.Response(status=400, text="bad token")
+        return await forward()
+
+    with proxied(xandikos, refuse_tokens) as proxy:
+        client = connect(xandikos, proxy.url_for(xandikos.url))
+        href, _ = client.create(client.href_for("one"), card("one"))
+        start = client.changes(None)
+        changes = client.changes(start.sync_token)
+
+    assert changes.full and changes.sync_token
+    assert [same_href(item.href, href) for item in changes.changed] == [True]
+
+
+def test_truncated_sync_answer_is_asked_again(xandikos: XandikosServer) -> None:
+    """A 507 on the collection means more to come: ask with the new token."""
+    pages = {
+        b"<D:sync-token/>": sync_page(
+            ['a.vcf" etag="1'], [], truncated=True, token="t1"
+        ),
+        b"<D:sync-token>t1<": sync_page(['b.vcf" etag="2'], ["a.vcf"], False, "t2"),
+    }
+
+    async def paged(request: web.Request, body: bytes, forward: Forward) -> Any:
+        if not is_sync_report(request, body):
+            return await forward()
+        [page] = [page for key, page in pages.items() if key in body]
+        return xml_response(207, page)
+
+    with proxied(xandikos, paged) as proxy:
+        changes = connect(xandikos, proxy.url_for(xandikos.url)).changes(None)
+
+    assert changes.sync_token == "t2"
+    assert [(item.href, item.etag) for item in changes.changed] == [
+        (BOOK + "b.vcf", '"2"')
+    ]
+    assert changes.deleted == [BOOK + "a.vcf"]
+    assert changes.full
+
+
+def sync_page(
+    changed: list[str], deleted: list[str], truncated: bool, token: str
+) -> bytes:
+    """A canned sync-collection answer; `changed` holds 'name" etag="value'."""
+    responses = []
+    for spec in changed:
+        name, _, etag = spec.partition('" etag="')
+        responses.append(
+            f"<D:response><D:href>{BOOK}{name}</D:href><D:propstat><D:prop>"
+            f'<D:getetag>"{etag}"</D:getetag></D:prop>'
+            "<D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
+        )
+    for name in deleted:
+        responses.append(
+            f"<D:response><D:href>{BOOK}{name}</D:href>"
+            "<D:status>HTTP/1.1 404 Not Found</D:status></D:response>"
+        )
+    if truncated:
+        responses.append(
+            f"<D:response><D:href>{BOOK}</D:href>"
+            "<D:status>HTTP/1.1 507 Insufficient Storage</D:status></D:response>"
+        )
+    return (
+        '<D:multistatus xmlns:D="DAV:">'
+        + "".join(responses)
+        + f"<D:sync-token>{token}</D:sync-token></D:multistatus>"
+    ).encode()
+
+
+def test_gateway_error_raises_server_unreachable(xandikos: XandikosServer) -> None:
+    """A 502 from a proxy in front of the server counts as the server being down."""
+    down = {"now": False}
+
+    async def gateway(request: web.Request, body: bytes, forward: Forward) -> Any:
+        if down["now"]:
+            return web.Response(status=502, text="Bad Gateway")
+        return await forward()
+
+    with proxied(xandikos, gateway) as proxy:
+        client = connect(xandikos, proxy.url_for(xandikos.url))
+        down["now"] = True
+
+        with pytest.raises(ServerUnreachable):
+            client.changes(None)
+        with pytest.raises(ServerUnreachable):
+            client.update(client.href_for("x"), card("x"), '"etag"')
+
+
+def test_unauthorized_sync_raises_instead_of_resetting(
+    xandikos: XandikosServer,
+) -> None:
+    """A 401 on sync-collection is an auth failure, not a reason for a full sync."""
+
+    async def deny_sync(request: web.Request, body: bytes, forward: Forward) -> Any:
+        if is_sync_report(request, body):
+            return web.Response(
+                status=401, headers={"WWW-Authenticate": 'Basic realm="x"'}
+            )
+        return await forward()
+
+    with proxied(xandikos, deny_sync) as proxy:
+        client = connect(xandikos, proxy.url_for(xandikos.url))
+
+        with pytest.raises(AddressBookError, match="401"):
+            client.changes("some-token")
+
+
+def test_put_answer_with_location_and_weak_etag(xandikos: XandikosServer) -> None:
+    """create() follows a Location header and drops a weak etag."""
+
+    async def move(request: web.Request, body: bytes, forward: Forward) -> Any:
+        answer = await forward()
+        if request.method == "PUT":
+            answer.headers["ETag"] = 'W/"weak"'
+            answer.headers["Location"] = f"http://127.0.0.1:1{BOOK}moved.vcf"
+        return answer
+
+    with proxied(xandikos, move) as proxy:
+        client = connect(xandikos, proxy.url_for(xandikos.url))
+
+        href, etag = client.create(client.href_for("asked"), card("asked"))
+
+    assert (href, etag) == (BOOK + "moved.vcf", None)
+
+
+def test_put_answer_with_strong_etag_returns_it(xandikos: XandikosServer) -> None:
+    """create() and update() return the strong etag the server sent."""
+    client = connect(xandikos)
+
+    href, etag = client.create(client.href_for("strong"), card("strong"))
+    listed = client.list_etags()
+    assert etag is not None
+    new_etag = client.update(href, card("strong", "Changed"), etag)
+
+    assert listed == {href: etag}
+    assert new_etag is not None and new_etag != etag
+    assert client.list_etags() == {href: new_etag}
