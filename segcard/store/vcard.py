@@ -233,13 +233,17 @@ def _add_missing(text: str) -> str:
         return text
     parsed = [c for _, c in content_lines(lines)]
     present = {c.name for c in parsed}
+    if "UID" in present and not text_value(parsed, "UID"):
+        return _add_missing(set_uid(text, str(uuid.uuid4())))
     new = []
+    version = text_value(parsed, "VERSION")
     if "VERSION" not in present:
         qp = any(is_quoted_printable(x.text) for x in lines)
-        new.append("VERSION:2.1" if qp else "VERSION:3.0")
+        version = "2.1" if qp else "3.0"
+        new.append(f"VERSION:{version}")
     if "UID" not in present:
         new.append(f"UID:{uuid.uuid4()}")
-    v21 = text_value(parsed, "VERSION") in ("", "2.1")
+    v21 = version == "2.1"
     fn = fn_name(parsed)
     if "FN" not in present:
         fn = _fallback_name(parsed)

@@ -25,6 +25,9 @@ _EOL_BYTES_RE = re.compile(rb"\r\r\n|\r\n|\n|\r")
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _QP_PARAM_RE = re.compile(r"(?i);\s*(?:ENCODING\s*=\s*)?QUOTED-PRINTABLE\s*(?=[;:]|$)")
 _CHARSET_RE = re.compile(rb"(?i)CHARSET=\"?([A-Za-z0-9_.:-]+)")
+# A broken quoted-printable value can end in a soft break just before the
+# place where segcard appends its lines; those must never be swallowed.
+_OWNED_START_RE = re.compile(r"(?i)X-SEGMAIL-|segcard[0-9]*\.")
 _ENCODINGS = frozenset({"QUOTED-PRINTABLE", "BASE64", "B", "8BIT", "7BIT"})
 
 # cp1252 letters among 0x80-0x9F (Š Œ Ž š œ ž Ÿ), also Shift_JIS lead bytes.
@@ -112,7 +115,7 @@ def _qp_soft_break(unfolded: str, first: str) -> bool:
 def _continues(line: PhysicalLine, unfolded: str, first: str) -> bool:
     if line.body[:1] in (" ", "\t"):
         return True
-    if not line.body or is_end(line.body):
+    if not line.body or is_end(line.body) or _OWNED_START_RE.match(line.body):
         return False
     return _qp_soft_break(unfolded, first)
 
@@ -130,8 +133,8 @@ def is_quoted_printable(first_line: str) -> bool:
 
 
 def is_begin(text: str) -> bool:
-    """Tell whether an unfolded line is ``BEGIN:VCARD``."""
-    return text.strip().upper() == "BEGIN:VCARD"
+    """Tell whether an unfolded line is ``BEGIN:VCARD`` (a BOM before it too)."""
+    return text.strip().lstrip(BOM).upper() == "BEGIN:VCARD"
 
 
 def is_end(text: str) -> bool:
@@ -373,9 +376,9 @@ def _pair_vote(lead: int, trail: int, in_run: bool) -> int:
 
 
 def outer_lines(lines: list[LogicalLine]) -> list[tuple[int, LogicalLine]]:
-    """Each line of the outermost card with its index.
+    """Each line of the first outermost card with its index.
 
-    Lines of a nested card (vCard 2.1 AGENT), lines outside any card, and the
+    Lines of a nested card (vCard 2.1 AGENT), lines outside the card, and the
     outer BEGIN and END lines themselves are left out.
     """
     result, depth = [], 0
@@ -384,6 +387,8 @@ def outer_lines(lines: list[LogicalLine]) -> list[tuple[int, LogicalLine]]:
             depth += 1
         elif is_end(line.text) and depth > 0:
             depth -= 1
+            if depth == 0:
+                break
         elif depth == 1:
             result.append((index, line))
     return result

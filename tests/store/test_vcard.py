@@ -265,6 +265,28 @@ def test_normalize_import_derives_fn_from_org_then_email_then_unnamed() -> None:
     assert "N:Inc.;Acme\\,;;;\r\n" in vcard.normalize_import(org)
 
 
+def test_normalize_import_fills_an_empty_uid() -> None:
+    """An empty UID line gets a UUID in place; nothing is added twice."""
+    raw = b"BEGIN:VCARD\r\nVERSION:3.0\r\nUID:\r\nFN:A B\r\nN:B;A;;;\r\nEND:VCARD\r\n"
+
+    text = vcard.normalize_import(raw)
+
+    assert text.count("UID:") == 1
+    assert re.search(r"\r\nUID:[0-9a-f-]{36}\r\nFN:A B\r\n", text)
+
+
+def test_normalize_import_marks_non_ascii_charset_in_21_only() -> None:
+    """An FN / N added to a vCard 2.1 card with non-ASCII text says CHARSET."""
+    v21 = "BEGIN:VCARD\r\nVERSION:2.1\r\nUID:1\r\nORG:Café Ñu\r\nEND:VCARD\r\n"
+    v30 = v21.replace("2.1", "3.0")
+
+    text21 = vcard.normalize_import(v21.encode())
+    text30 = vcard.normalize_import(v30.encode())
+
+    assert "\r\nFN;CHARSET=UTF-8:Café Ñu\r\nN;CHARSET=UTF-8:Ñu;Café;;;\r\n" in text21
+    assert "\r\nFN:Café Ñu\r\nN:Ñu;Café;;;\r\n" in text30
+
+
 def test_normalize_import_adds_version_21_to_quoted_printable_card() -> None:
     """A card without VERSION gets 2.1 if it uses quoted-printable, else 3.0."""
     qp = (
@@ -490,6 +512,46 @@ def test_owned_lines_anywhere_are_moved_before_end() -> None:
     assert vcard.read_card(text).segment == seg
 
 
+QP_SOFT_BREAK_AT_END = (
+    "BEGIN:VCARD\r\nVERSION:2.1\r\nUID:qp-1\r\nFN:Quinn\r\n"
+    "NOTE;ENCODING=QUOTED-PRINTABLE:ends in a soft break=\r\nEND:VCARD\r\n"
+)
+
+
+def test_owned_lines_after_a_dangling_soft_break_stay_readable() -> None:
+    """Lines appended after a QP value ending in ``=`` are not swallowed by it."""
+    seg = segment()
+
+    text = vcard.apply_segment(QP_SOFT_BREAK_AT_END, seg, ADDRESS.format(seg.token))
+
+    assert vcard.read_card(text).segment == seg
+    assert vcard.apply_segment(text, seg, ADDRESS.format(seg.token)) == text
+    assert vcard.strip_owned(text) == QP_SOFT_BREAK_AT_END
+
+
+def test_apply_segment_keeps_a_bom() -> None:
+    """A card that starts with a BOM is patched, the BOM kept."""
+    card = "\ufeff" + BASE
+    seg = segment()
+
+    text = vcard.apply_segment(card, seg, None)
+
+    assert text.startswith("\ufeffBEGIN:VCARD\n")
+    assert vcard.strip_owned(text) == card
+
+
+def test_only_the_first_card_of_a_text_is_read_and_patched() -> None:
+    """Given two cards in one text, segcard reads and patches the first."""
+    two = BASE + BASE.replace("u-1", "u-2").replace("Tom", "Ann")
+    seg = segment()
+
+    text = vcard.apply_segment(two, seg, None)
+
+    assert vcard.read_card(two).uid == "u-1"
+    assert text.index(seg.token) < text.index("u-2")
+    assert vcard.strip_owned(text) == two
+
+
 def test_apply_segment_refuses_a_card_without_end() -> None:
     """A card cut short is never rewritten."""
     with pytest.raises(CardParseError):
@@ -668,6 +730,8 @@ def segments(draw: st.DrawFn) -> Segment:
 HYPOTHESIS_BASES = [
     BASE,
     BASE.replace("\n", "\r\n"),
+    BASE.replace("\n", "\r\r\n").removesuffix("\r\r\n"),
+    QP_SOFT_BREAK_AT_END,
     vcard.new_card("u-2", "Ann Other, Jr.", ["ann@example.org"], None, None),
     REJECTED_BY_VOBJECT["broken base64"][0],
 ]
