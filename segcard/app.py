@@ -72,6 +72,7 @@ class App:
         self.paths.ensure()
         self.index = Index(self.paths.index)
         self.book = Book(config, self.index)
+        self._syncer: Syncer | None = None
         self.index.set_state("address_domain", config["domain"])
 
     @classmethod
@@ -99,7 +100,9 @@ class App:
             user, password = read_credentials(self.paths.embedded_credentials)
             port = self.config["embedded.port"]
             url = f"http://127.0.0.1:{port}/{EMBEDDED_PATH}"
-            return CardDAVClient(url, user, password)
+            client = CardDAVClient(url, user, password)
+            client.collection = url
+            return client
         client = CardDAVClient(
             self.config["carddav.url"],
             self.config["carddav.username"] or None,
@@ -117,7 +120,10 @@ class App:
         return client
 
     def syncer(self) -> Syncer:
-        return Syncer(self.client(), self.index, self.book.address_of)
+        """The sync engine, made once: its HTTP session is kept between syncs."""
+        if self._syncer is None:
+            self._syncer = Syncer(self.client(), self.index, self.book.address_of)
+        return self._syncer
 
     @contextmanager
     def reachable(self) -> Iterator[None]:
