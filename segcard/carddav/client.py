@@ -144,7 +144,7 @@ class CardDAVClient:
 
     def _set_collection(self, url: str) -> str:
         self.collection = url if url.endswith("/") else url + "/"
-        log.info("address book collection: %s", _redact(self.collection))
+        log.debug("address book collection: %s", _redact(self.collection))
         return self.collection
 
     def _home_from(self, entry: xml.Entry | None) -> str | None:
@@ -408,6 +408,12 @@ class CardDAVClient:
             self._last = None
             try:
                 self._dav.request(url, method, WireBytes(body), headers)  # type: ignore[arg-type]
+            except http.exceptions.SSLError as exc:
+                # A certificate problem will not pass by waiting: no outbox hint.
+                raise AddressBookError(
+                    f"TLS with {_redact(url)} failed: {exc}",
+                    "check the server's certificate and the URL",
+                ) from exc
             except (http.exceptions.ConnectionError, http.exceptions.Timeout) as exc:
                 raise ServerUnreachable(
                     f"cannot reach the CardDAV server at {_redact(url)}: "

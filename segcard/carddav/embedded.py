@@ -106,7 +106,12 @@ class EmbeddedServer:
         """Start serving on the running event loop; returns once listening."""
         if self._runner is not None:
             raise RuntimeError("the embedded server is already running")
-        app = await asyncio.to_thread(self._build_app)
+        try:
+            app = await asyncio.to_thread(self._build_app)
+        except OSError as exc:
+            raise ConfigError(
+                f"the embedded CardDAV server cannot use {self.root}: {exc.strerror}"
+            ) from exc
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._port or self._requested_port)

@@ -549,3 +549,18 @@ def test_put_answer_with_strong_etag_returns_it(xandikos: XandikosServer) -> Non
     assert listed == {href: etag}
     assert new_etag is not None and new_etag != etag
     assert client.list_etags() == {href: new_etag}
+
+
+def test_duplicate_uid_refused_by_radicale_is_no_write_conflict(
+    carddav_server: CardDAVServer,
+) -> None:
+    """Radicale's 409 no-uid-conflict is a refused card, not a stale etag."""
+    if not isinstance(carddav_server, RadicaleServer):
+        pytest.skip("only Radicale enforces unique UIDs")
+    client = connect(carddav_server)
+    client.create(client.href_for("first"), card("same-uid"))
+
+    with pytest.raises(AddressBookError, match="no-uid-conflict") as raised:
+        client.create(client.href_for("second"), card("same-uid"))
+
+    assert not isinstance(raised.value, WriteConflict)

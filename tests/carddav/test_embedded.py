@@ -197,3 +197,13 @@ def test_empty_password_is_refused(tmp_path: Path) -> None:
     """The server will not run without a password."""
     with pytest.raises(ConfigError):
         EmbeddedServer(tmp_path / "dav", USERNAME, "")
+
+
+def test_unusable_root_raises_config_error(tmp_path: Path) -> None:
+    """A root that is a file, not a directory, is a ConfigError naming it."""
+    root = tmp_path / "not-a-dir"
+    root.write_text("")
+    server = EmbeddedServer(root, USERNAME, PASSWORD)
+
+    with pytest.raises(ConfigError, match="not-a-dir"):
+        server.start()
