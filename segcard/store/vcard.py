@@ -19,6 +19,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Sequence
 
+from segcard.address import is_token
 from segcard.errors import CardParseError
 from segcard.segment import Segment
 from segcard.store import vcard_segment
@@ -92,9 +93,9 @@ def owned_line(logical_line: str, tokens: Iterable[str] = ()) -> bool:
 
 def _always_owned(line: ContentLine) -> bool:
     """X-SEGMAIL-* lines, and any line in a group named segcard*."""
-    return line.name.startswith(vcard_segment.PREFIX) or line.group.lower().startswith(
-        "segcard"
-    )
+    if line.name.startswith(vcard_segment.PREFIX):
+        return True
+    return line.group.lower().startswith("segcard")
 
 
 def apply_segment(text: str, segment: Segment | None, address: str | None) -> str:
@@ -127,7 +128,9 @@ def _owned_indexes(
 ) -> set[int]:
     """Indexes of the owned lines: ours, and the readable URL with its label."""
     values = vcard_segment.owned_values(c for _, c in parsed)
-    tokens = {*vcard_segment.card_tokens(values), *(segment.tokens if segment else ())}
+    # A hand-edited TOKEN line ("x") must not make every mailto URL ours.
+    from_card = (t for t in vcard_segment.card_tokens(values) if is_token(t))
+    tokens = {*from_card, *(segment.tokens if segment else ())}
     owned, url_groups = set(), set()
     for index, line in parsed:
         if line.name == "URL" and vcard_segment.mailto_has_token(line.value, tokens):
@@ -178,8 +181,13 @@ def _canonical(text: str) -> str:
 
 
 def set_uid(text: str, uid: str) -> str:
-    """Replace the card's UID line (or insert one); nothing else changes."""
+    """Replace the card's UID line (or insert one); nothing else changes.
+
+    Extra UID lines are dropped. Raises CardParseError without BEGIN:VCARD.
+    """
     lines = logical_lines(text)
+    if not any(is_begin(x.text) for x in lines):
+        raise CardParseError("vCard has no BEGIN:VCARD line; left alone")
     uid_lines = [i for i, c in content_lines(lines) if c.name == "UID"]
     if not uid_lines:
         return _insert_header(lines, [f"UID:{escape_text(uid)}"])

@@ -93,7 +93,10 @@ def _read_vobject(text: str, parsed: list[ContentLine]) -> _Fields | None:
     try:
         card = vobject.readOne(text, allowQP=True)
     except Exception as exc:  # vobject raises anything, binascii.Error included
-        logger.debug("vobject cannot parse a card (%s); reading it tolerantly", exc)
+        # The exception text may quote the card's lines: name the class only.
+        logger.debug(
+            "vobject rejects a card (%s); reading it tolerantly", type(exc).__name__
+        )
         return None
     if str(getattr(card, "name", "")).upper() != "VCARD":
         return None

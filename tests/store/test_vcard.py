@@ -552,6 +552,16 @@ def test_only_the_first_card_of_a_text_is_read_and_patched() -> None:
     assert vcard.strip_owned(text) == two
 
 
+def test_a_mangled_token_line_does_not_claim_foreign_urls() -> None:
+    """Only token-shaped values from the card decide which mailto URLs are ours."""
+    card = BASE.replace("END:VCARD\n", "X-SEGMAIL-TOKEN:o\nEND:VCARD\n")
+
+    text = vcard.strip_owned(card)
+
+    assert text == BASE
+    assert "item1.URL:mailto:tom@example.org\nitem1.X-ABLabel:private\n" in text
+
+
 def test_apply_segment_refuses_a_card_without_end() -> None:
     """A card cut short is never rewritten."""
     with pytest.raises(CardParseError):
@@ -622,6 +632,17 @@ def test_set_uid_inserts_a_missing_uid_after_version() -> None:
     assert (
         text == "BEGIN:VCARD\r\nVERSION:4.0\r\nUID:urn:uuid:1\r\nFN:x\r\nEND:VCARD\r\n"
     )
+
+
+def test_set_uid_drops_extra_uid_lines_and_refuses_non_cards() -> None:
+    """A second UID line goes; text without BEGIN:VCARD raises CardParseError."""
+    card = BASE.replace("FN:", "UID:dup\nFN:")
+
+    text = vcard.set_uid(card, "one")
+
+    assert text == BASE.replace("UID:u-1", "UID:one")
+    with pytest.raises(CardParseError, match="BEGIN:VCARD"):
+        vcard.set_uid("garbage", "one")
 
 
 def test_content_hash_ignores_owned_lines_order_folding_and_case() -> None:
