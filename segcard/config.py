@@ -68,6 +68,13 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "upstream.password", str, "", "upstream password (prefer the command)", True
     ),
+    Option("upstream.ca_file", str, "", "CA file to trust for the upstream's TLS"),
+    Option("upstream.retry_initial", float, 30.0, "seconds before the first retry"),
+    Option("upstream.retry_max", float, 3600.0, "longest wait between two retries"),
+    Option("upstream.give_up_after", float, 432000.0, "seconds before a bounce"),
+    Option("submission.implicit_tls", bool, False, "TLS from the first byte"),
+    Option("announce.template", str, "", "announcement text file; empty: built in"),
+    Option("announce.interval", float, 30.0, "seconds between two announcements"),
     Option("inbound.smtp_listen", str, "", "SMTP filter host:port; empty: off"),
     Option("inbound.maildir", str, "", "Maildir for accepted mail"),
     Option("inbound.lmtp", str, "", "LMTP next hop host:port"),

@@ -1,0 +1,458 @@
+"""The relay: takes spooled copies to the upstream submission server.
+
+A feeder hands due copies to a few workers; each worker keeps one
+connection to the upstream (aiosmtplib: smtp+starttls, smtps or plain
+smtp, with AUTH) while it has work, and records every outcome in the spool
+at once:
+
+- accepted: the copy is marked sent and never goes out again;
+- 4xx, a dropped connection, a timeout: the copy waits for its next try,
+  with a delay that doubles from ``retry_initial`` up to ``retry_max``; after
+  ``give_up_after`` seconds it is bounced;
+- 5xx: final; a bounce notice goes into the notices Maildir;
+- some recipients refused: the accepted ones are done, the 5xx ones
+  bounced, the 4xx ones stay queued on the same copy.
+
+With no upstream configured the copies go into the outbox Maildir instead,
+so that a new user sees exactly what would have been sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+
+from segcard.errors import ConfigError
+from segcard.mail import maildir
+from segcard.mail.headers import decode_text, decode_words, line_ending, split_message
+from segcard.mail.spool import Copy, Spool
+
+log = logging.getLogger(__name__)
+
+SCHEMES = {"smtp+starttls": 587, "smtps": 465, "smtp": 25}
+POLL_SECONDS = 5.0  # a look at the spool at least this often (segcard queue)
+IDLE_SECONDS = 10.0  # an idle worker closes its connection after this
+PURGE_SECONDS = 3600.0
+TIMEOUT_SECONDS = 60.0
+NOTICE_FROM = "segcard <mailer-daemon@localhost>"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where copies go: the user's provider's submission server."""
+
+    scheme: str
+    host: str
+    port: int
+    username: str = ""
+    password: str = ""
+    ca_file: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+def parse_upstream(
+    url: str, username: str = "", password: str = "", ca_file: str = ""
+) -> Upstream:
+    """An Upstream from ``scheme://host[:port]``; user info in the URL is
+    taken as the user name only."""
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES or not parts.hostname:
+        raise ConfigError(
+            f"upstream.url: {url!r} is not a submission server URL",
+            "use smtp+starttls://host:587, smtps://host:465 or smtp://host:port",
+        )
+    try:
+        port = parts.port or SCHEMES[parts.scheme]
+    except ValueError as exc:
+        raise ConfigError(f"upstream.url: bad port in {url!r}") from exc
+    user = username or unquote(parts.username or "")
+    return Upstream(parts.scheme, parts.hostname, port, user, password, ca_file)
+
+
+def client_for(upstream: Upstream, timeout: float = TIMEOUT_SECONDS) -> aiosmtplib.SMTP:
+    """An unconnected aiosmtplib client for *upstream*."""
+    context = ssl.create_default_context(cafile=upstream.ca_file or None)
+    return aiosmtplib.SMTP(
+        hostname=upstream.host,
+        port=upstream.port,
+        username=upstream.username or None,
+        password=upstream.password or None,
+        use_tls=upstream.scheme == "smtps",
+        start_tls=upstream.scheme == "smtp+starttls",
+        tls_context=context if upstream.scheme != "smtp" else None,
+        timeout=timeout,
+    )
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How long to wait between tries, and when to give up."""
+
+    initial: float = 30.0
+    maximum: float = 3600.0
+    give_up_after: float = 5 * 86400.0
+
+    def delay(self, attempts: int) -> float:
+        """The wait after the *attempts*-th failed try (counted from 0)."""
+        return float(min(self.initial * 2 ** min(attempts, 30), self.maximum))
+
+
+class Relay:
+    """Delivers what the spool holds; see the module docstring."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        upstream: Upstream | None,
+        outbox: Path,
+        notices: Path,
+        retry: Retry | None = None,
+        connections: int = 2,
+        notice_to: str = "",
+    ) -> None:
+        self.spool = spool
+        self.upstream = upstream
+        self.outbox = outbox
+        self.notices = notices
+        self.retry = retry or Retry()
+        self.connections = connections
+        self.notice_to = notice_to
+        self.capabilities: frozenset[str] | None = None
+        self._queue: asyncio.Queue[Copy] = asyncio.Queue()
+        self._inflight: set[int] = set()
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    # -- what the submission server asks ------------------------------------
+
+    def supports(self, extension: str) -> bool | None:
+        """Whether the upstream offers *extension*; None while unknown."""
+        if self.upstream is None:
+            return True
+        if self.capabilities is None:
+            return None
+        return extension.lower() in self.capabilities
+
+    def wake(self) -> None:
+        """Look at the spool now: something was just accepted."""
+        self._wake.set()
+
+    # -- running ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Relay until :meth:`stop`; every queued copy is due at start."""
+        await asyncio.to_thread(self._start_up)
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.connections)]
+        probe = asyncio.create_task(self._quiet_probe())
+        try:
+            await self._feed()
+        finally:
+            for task in (*workers, probe):
+                task.cancel()
+            await asyncio.gather(*workers, probe, return_exceptions=True)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def _start_up(self) -> None:
+        self.spool.recover()
+        self.spool.purge()
+        waiting = self.spool.retry()
+        if waiting:
+            log.info("%d copies waiting in the spool", waiting)
+
+    async def _feed(self) -> None:
+        last_purge = time.monotonic()
+        while not self._stopping:
+            self._wake.clear()
+            now = time.time()
+            for copy in await asyncio.to_thread(self.spool.due, now, 200):
+                if copy.id not in self._inflight:
+                    self._inflight.add(copy.id)
+                    self._queue.put_nowait(copy)
+            await self._sleep(await asyncio.to_thread(self.spool.next_due), now)
+            if time.monotonic() - last_purge > PURGE_SECONDS:
+                await asyncio.to_thread(self.spool.purge)
+                last_purge = time.monotonic()
+
+    async def _sleep(self, next_due: float | None, now: float) -> None:
+        """Wait for a wake-up, the next due copy, or the poll interval."""
+        timeout = POLL_SECONDS
+        if next_due is not None and next_due > now:
+            timeout = min(timeout, next_due - now)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _worker(self) -> None:
+        lane = _Lane(self)
+        try:
+            while True:
+                try:
+                    copy = await asyncio.wait_for(self._queue.get(), IDLE_SECONDS)
+                except TimeoutError:
+                    await lane.close()
+                    continue
+                try:
+                    await self._handle(lane, copy)
+                finally:
+                    self._inflight.discard(copy.id)
+                    self._wake.set()
+        finally:
+            await lane.close()
+
+    async def _handle(self, lane: _Lane, copy: Copy) -> None:
+        try:
+            data = await asyncio.to_thread(self.spool.data, copy)
+            if self.upstream is None:
+                await asyncio.to_thread(self._to_outbox, copy, data)
+                return
+            await lane.send(copy, data)
+        except Exception:  # noqa: BLE001 - one bad copy must not stop the relay
+            log.exception("copy %d (%s): unexpected failure", copy.id, copy.message_id)
+            await self.deferred(copy, "internal error (see the log)")
+
+    # -- outcomes -------------------------------------------------------------
+
+    async def delivered(self, copy: Copy) -> None:
+        await asyncio.to_thread(self.spool.mark_sent, copy.id)
+        log.info(
+            "relayed copy %d, Message-ID %s, from %s to %s",
+            copy.id,
+            copy.message_id,
+            copy.sender,
+            ", ".join(copy.rcpts),
+        )
+
+    async def deferred(
+        self, copy: Copy, error: str, rcpts: tuple[str, ...] | None = None
+    ) -> None:
+        """A temporary failure: try again later, or bounce when it is too late."""
+        if time.time() - copy.created_at >= self.retry.give_up_after:
+            days = self.retry.give_up_after / 86400
+            await self.failed(
+                copy, f"not accepted for {days:g} days; last error: {error}", rcpts
+            )
+            return
+        next_try = time.time() + self.retry.delay(copy.attempts)
+        await asyncio.to_thread(self.spool.defer, copy.id, error, next_try, rcpts)
+        log.warning(
+            "copy %d, Message-ID %s, to %s deferred: %s",
+            copy.id,
+            copy.message_id,
+            ", ".join(rcpts or copy.rcpts),
+            error,
+        )
+
+    async def failed(
+        self,
+        copy: Copy,
+        error: str,
+        rcpts: tuple[str, ...] | None = None,
+        settle: bool = True,
+    ) -> None:
+        """A final refusal for *rcpts* (all of the copy's when None): a bounce
+        notice, and with *settle* the copy is marked failed."""
+        refused = rcpts or copy.rcpts
+        log.warning(
+            "copy %d, Message-ID %s, to %s refused for good: %s",
+            copy.id,
+            copy.message_id,
+            ", ".join(refused),
+            error,
+        )
+        await asyncio.to_thread(self._bounce, copy, refused, error)
+        if settle:
+            await asyncio.to_thread(self.spool.fail, copy.id, error)
+
+    # -- local delivery -------------------------------------------------------
+
+    def _to_outbox(self, copy: Copy, data: bytes) -> None:
+        eol = line_ending(data)
+        trace = b"Return-Path: <" + copy.sender.encode() + b">" + eol
+        for rcpt in copy.rcpts:
+            trace += b"Delivered-To: " + rcpt.encode() + eol
+        path = maildir.deliver(self.outbox, trace + data)
+        self.spool.mark_sent(copy.id)
+        log.info(
+            "copy %d, Message-ID %s, from %s to %s written to the outbox %s",
+            copy.id,
+            copy.message_id,
+            copy.sender,
+            ", ".join(copy.rcpts),
+            path.name,
+        )
+
+    def _bounce(self, copy: Copy, rcpts: tuple[str, ...], error: str) -> None:
+        notice = bounce_notice(
+            self.spool.data(copy), copy, rcpts, error, self.notice_to
+        )
+        maildir.deliver(self.notices, notice)
+
+    async def _quiet_probe(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.probe()
+
+    async def probe(self) -> frozenset[str]:
+        """Connect, learn the upstream's extensions, disconnect."""
+        if self.upstream is None:
+            return frozenset()
+        client = client_for(self.upstream)
+        await client.connect()
+        try:
+            self.capabilities = frozenset(client.esmtp_extensions)
+        finally:
+            with contextlib.suppress(Exception):
+                await client.quit()
+        return self.capabilities
+
+
+class _Lane:
+    """One worker's connection to the upstream, opened when needed."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.client: aiosmtplib.SMTP | None = None
+
+    async def connect(self) -> aiosmtplib.SMTP:
+        if self.client is not None and self.client.is_connected:
+            return self.client
+        assert self.relay.upstream is not None
+        client = client_for(self.relay.upstream)
+        await client.connect()
+        self.relay.capabilities = frozenset(client.esmtp_extensions)
+        self.client = client
+        return client
+
+    async def close(self) -> None:
+        client, self.client = self.client, None
+        if client is not None and client.is_connected:
+            with contextlib.suppress(Exception):
+                await client.quit()
+
+    async def send(self, copy: Copy, data: bytes) -> None:
+        relay = self.relay
+        try:
+            client = await self.connect()
+            errors, _ = await client.sendmail(
+                copy.sender,
+                list(copy.rcpts),
+                data,
+                mail_options=_options(client, copy, data),
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = {r.recipient: (r.code, r.message) for r in exc.recipients}
+            await self._partial(copy, codes, accepted=False)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            await self.close()
+            await relay.deferred(copy, f"the upstream refused the login: {exc.code}")
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._refused(copy, exc.code, exc.message)
+        except aiosmtplib.SMTPNotSupported:
+            await relay.failed(copy, "the upstream server does not support SMTPUTF8")
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await self.close()
+            await relay.deferred(copy, f"upstream unreachable: {_describe(exc)}")
+        else:
+            codes = {r: (e.code, e.message) for r, e in errors.items()}
+            await self._partial(copy, codes, accepted=True)
+
+    async def _refused(self, copy: Copy, code: int, message: str) -> None:
+        reply = f"{code} {message}".strip()
+        if 500 <= code < 600:
+            await self.relay.failed(copy, f"the upstream answered {reply}")
+        else:
+            if code == 421:
+                await self.close()
+            await self.relay.deferred(copy, f"the upstream answered {reply}")
+
+    async def _partial(
+        self, copy: Copy, refused: dict[str, tuple[int, str]], accepted: bool
+    ) -> None:
+        """Settle a copy some (or all) of whose recipients were refused."""
+        relay = self.relay
+        final = tuple(r for r, (code, _) in refused.items() if 500 <= code < 600)
+        later = tuple(r for r in refused if r not in final)
+        if final:
+            reasons = "; ".join(f"{r}: {refused[r][0]} {refused[r][1]}" for r in final)
+            settle = not later and not accepted
+            await relay.failed(copy, f"the upstream refused {reasons}", final, settle)
+        if later:
+            reasons = "; ".join(f"{r}: {refused[r][0]} {refused[r][1]}" for r in later)
+            await relay.deferred(copy, f"the upstream answered {reasons}", later)
+        elif accepted:
+            await relay.delivered(copy)
+
+
+def _options(client: aiosmtplib.SMTP, copy: Copy, data: bytes) -> list[str]:
+    """MAIL FROM parameters: SMTPUTF8 when needed, BODY=8BITMIME if 8-bit."""
+    options = ["SMTPUTF8"] if copy.smtputf8 else []
+    if not data.isascii() and client.supports_extension("8bitmime"):
+        options.append("BODY=8BITMIME")
+    return options
+
+
+def _describe(exc: BaseException) -> str:
+    """A short description of a connection-level error, for logs and queue."""
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def bounce_notice(
+    data: bytes, copy: Copy, rcpts: tuple[str, ...], error: str, to: str = ""
+) -> bytes:
+    """The notice telling the user that a copy was refused for good."""
+    subject = _subject(data)
+    notice = EmailMessage()
+    notice["From"] = NOTICE_FROM
+    notice["To"] = to or "segcard user <postmaster@localhost>"
+    notice["Subject"] = f"Undelivered: {subject}" if subject else "Undelivered mail"
+    notice["Date"] = formatdate(localtime=True)
+    notice["Message-ID"] = make_msgid(domain="segcard.localhost")
+    notice["Auto-Submitted"] = "auto-generated"
+    notice.set_content(_bounce_text(copy, rcpts, error, subject))
+    header = data[: len(data) - len(split_message(data).body)]
+    notice.add_attachment(
+        header, maintype="text", subtype="rfc822-headers", filename="headers.txt"
+    )
+    return notice.as_bytes()
+
+
+def _bounce_text(copy: Copy, rcpts: tuple[str, ...], error: str, subject: str) -> str:
+    lines = [
+        "segcard could not deliver your message, and will not try again.",
+        "",
+        f"Subject:     {subject or '(none)'}",
+        f"Message-ID:  {copy.message_id or '(none)'}",
+        f"Sent as:     {copy.sender}",
+        "Recipients:  " + ", ".join(rcpts),
+        "",
+        f"Reason: {error}",
+    ]
+    if "sender" in error.lower() or " 553 " in f" {error} ":
+        lines += [
+            "",
+            "If the upstream refuses segment addresses as sender, run",
+            "'segcard check' to see whether it accepts them at all.",
+        ]
+    lines += ["", "The header of the copy that was refused is attached."]
+    return "\n".join(lines) + "\n"
+
+
+def _subject(data: bytes) -> str:
+    for field in split_message(data).get_all("subject"):
+        return decode_words(decode_text(field.unfolded))
+    return ""

@@ -1,0 +1,484 @@
+"""The submission proxy: the mail client sends through it (RFC 6409).
+
+An aiosmtpd server on loopback. AUTH PLAIN or LOGIN is required before
+MAIL FROM (RFC 4954), the password compared in constant time, and a peer
+that keeps guessing is refused for a while. A message is answered 250 only
+once it and its plan of copies are fsynced in the spool; the relay takes it
+from there.
+
+Where aiosmtpd's own behaviour does not fit, the server class replaces it:
+
+- DATA is read by our own loop, so a line longer than 998 octets or a bare
+  LF never loses the message (aiosmtpd refuses lines over 1,000 octets and
+  joins bare-LF lines into one). The end of data is only CRLF "." CRLF, as
+  RFC 5321 section 4.1.1.4 says; a leading "." is removed after any line
+  break (section 4.5.2), which is what clients that send bare LF stuff.
+- BDAT (RFC 3030 CHUNKING, which we do not offer) is refused after its
+  chunk is read and thrown away, so the chunk is never taken for commands.
+
+Every reply is one of the constants below; the text of an exception never
+reaches the peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import socket
+import ssl
+import time
+import warnings
+from collections import defaultdict, deque
+from typing import Any
+
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from segcard.app import App, read_credentials
+from segcard.config import is_loopback, parse_hostport
+from segcard.errors import ConfigError, SegcardError
+from segcard.mail.plan import LeakRefused, Planner, Prepared
+from segcard.mail.relay import Relay, Retry, parse_upstream
+from segcard.mail.rewrite import RewriteRefused
+from segcard.mail.spool import Spool
+
+log = logging.getLogger(__name__)
+
+REPLY_OK = "250 2.0.0 OK"
+REPLY_QUEUED = "250 2.0.0 Queued as {id}"
+REPLY_NEED_RCPT = "503 5.5.1 Need RCPT first"
+REPLY_DATA_SYNTAX = "501 5.5.4 Syntax: DATA"
+REPLY_GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"
+REPLY_TOO_BIG = "552 5.3.4 Message too big"
+REPLY_BDAT = "502 5.5.1 BDAT (CHUNKING) is not supported; use DATA"
+REPLY_BDAT_SYNTAX = "501 5.5.4 Syntax: BDAT chunk-size [LAST]; closing"
+REPLY_BDAT_TOO_BIG = "552 5.3.4 BDAT chunk larger than the message size limit; closing"
+REPLY_TOO_MANY_LOGINS = "454 4.7.0 Too many failed logins; try again later"
+REPLY_NEEDS_SMTPUTF8 = "553 5.6.7 A non-ASCII address needs MAIL FROM with SMTPUTF8"
+REPLY_UPSTREAM_NO_UTF8 = "555 5.6.7 The upstream server does not accept SMTPUTF8 mail"
+REPLY_TOO_MANY_RCPTS = "452 4.5.3 Too many recipients"
+REPLY_LEAK = "550 5.7.1 Your own address appears in {places}; not sent"
+REPLY_NOT_ACCEPTED = "451 4.3.0 Local error; the message was not accepted"
+REPLY_INTERNAL = "500 5.3.0 Internal error"
+
+MAX_RECIPIENTS = 1000
+LOGIN_FAILURES = 5  # wrong passwords from one peer before it is refused
+LOGIN_WINDOW = 300.0  # seconds a wrong password counts against its peer
+DISCARD_CHUNK = 65536
+
+
+class LoginLimiter:
+    """Counts wrong passwords per peer address over a sliding window."""
+
+    def __init__(
+        self, max_failures: int = LOGIN_FAILURES, window: float = LOGIN_WINDOW
+    ) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+
+    def blocked(self, peer: str) -> bool:
+        """Whether *peer* had too many wrong passwords lately."""
+        return len(self._recent(peer)) >= self.max_failures
+
+    def failed(self, peer: str) -> None:
+        self._recent(peer).append(time.monotonic())
+
+    def _recent(self, peer: str) -> deque[float]:
+        found = self._failures[peer]
+        cutoff = time.monotonic() - self.window
+        while found and found[0] < cutoff:
+            found.popleft()
+        return found
+
+
+class SubmissionHandler:
+    """The aiosmtpd handler: AUTH, envelope checks, and DATA into the spool."""
+
+    def __init__(
+        self,
+        app: App,
+        spool: Spool,
+        relay: Relay,
+        credentials: tuple[str, str],
+        limiter: LoginLimiter | None = None,
+    ) -> None:
+        self.app = app
+        self.spool = spool
+        self.relay = relay
+        self.planner = Planner(app.book)
+        self.refuse_leaks = bool(app.config["submission.refuse_leaks"])
+        self._user = credentials[0].encode("utf-8")
+        self._password = credentials[1].encode("utf-8")
+        self.limiter = limiter or LoginLimiter()
+
+    # -- AUTH ---------------------------------------------------------------
+
+    def authenticate(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        mechanism: str,
+        auth_data: Any,
+    ) -> AuthResult:
+        """aiosmtpd's authenticator: compare in constant time, count failures."""
+        peer = _peer(session)
+        if isinstance(auth_data, LoginPassword):
+            user_ok = hmac.compare_digest(auth_data.login, self._user)
+            password_ok = hmac.compare_digest(auth_data.password, self._password)
+            if user_ok & password_ok:
+                log.info("%s logged in with %s", peer, mechanism)
+                return AuthResult(success=True, auth_data=None)
+        self.limiter.failed(peer)
+        log.warning("%s: wrong user name or password (%s)", peer, mechanism)
+        return AuthResult(success=False, handled=False)
+
+    async def handle_AUTH(
+        self, server: SMTP, session: Session, envelope: Envelope, args: list[str]
+    ) -> Any:
+        if self.limiter.blocked(_peer(session)):
+            log.warning(
+                "%s: login refused after too many wrong passwords", _peer(session)
+            )
+            return REPLY_TOO_MANY_LOGINS
+        return MISSING
+
+    # -- envelope -------------------------------------------------------------
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> Any:
+        utf8 = "SMTPUTF8" in (o.upper() for o in options)
+        if not address.isascii() and not utf8:
+            return self._refuse(session, REPLY_NEEDS_SMTPUTF8)
+        if (utf8 or not address.isascii()) and self.relay.supports("smtputf8") is False:
+            return self._refuse(session, REPLY_UPSTREAM_NO_UTF8)
+        return MISSING
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> Any:
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return self._refuse(session, REPLY_TOO_MANY_RCPTS)
+        if not address.isascii():
+            if not envelope.smtp_utf8:
+                return self._refuse(session, REPLY_NEEDS_SMTPUTF8)
+            if self.relay.supports("smtputf8") is False:
+                return self._refuse(session, REPLY_UPSTREAM_NO_UTF8)
+        return MISSING
+
+    @staticmethod
+    def _refuse(session: Session, reply: str) -> str:
+        log.warning("%s: %s", _peer(session), reply)
+        return reply
+
+    # -- DATA -----------------------------------------------------------------
+
+    async def handle_DATA(
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        peer = _peer(session)
+        raw = envelope.original_content
+        assert isinstance(raw, bytes) and envelope.mail_from is not None
+        try:
+            prepared = await asyncio.to_thread(
+                self.planner.prepare,
+                raw,
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                self.refuse_leaks,
+            )
+            spool_id = await asyncio.to_thread(
+                self._spool, raw, prepared, envelope.smtp_utf8, peer
+            )
+        except RewriteRefused as exc:
+            log.warning("%s: message refused: %s", peer, exc)
+            return exc.reply
+        except LeakRefused as exc:
+            log.warning("%s: message refused: %s", peer, exc)
+            return leak_reply(exc.places)
+        except (SegcardError, OSError) as exc:
+            log.error("%s: message not accepted: %s", peer, exc)
+            return REPLY_NOT_ACCEPTED
+        self.relay.wake()
+        return REPLY_QUEUED.format(id=spool_id)
+
+    def _spool(self, raw: bytes, prepared: Prepared, smtputf8: bool, peer: str) -> str:
+        """Spool the copies; then note leaks and every copy's Message-ID."""
+        spool_id = self.spool.accept(raw, prepared.copies, smtputf8, peer)
+        log.info(
+            "%s: accepted Message-ID %s as %s, %d copies%s",
+            peer,
+            prepared.message_id,
+            spool_id,
+            len(prepared.copies),
+            "" if prepared.rewritten else " (not rewritten)",
+        )
+        if prepared.leaks:
+            log.warning(
+                "Message-ID %s: an identity address appears in %s",
+                prepared.message_id,
+                ", ".join(prepared.leaks),
+            )
+            self.spool.add_warning(prepared.message_id, prepared.leaks)
+        for copy in prepared.copies:
+            if copy.uid and copy.token and copy.message_id:
+                self.app.index.record_message(
+                    copy.message_id, copy.uid, copy.token, copy.rcpts[0].lower(), "out"
+                )
+        return spool_id
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("submission session failed", exc_info=error)
+        return REPLY_INTERNAL
+
+
+def leak_reply(places: list[str]) -> str:
+    """The 5xx reply naming where an identity was found, on one ASCII line."""
+    text = "; ".join(places)
+    text = "".join(c if c.isascii() and c.isprintable() else "?" for c in text)
+    return REPLY_LEAK.format(places=text[:400])
+
+
+def _peer(session: Session) -> str:
+    peer = session.peer
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer)
+
+
+class SubmissionSMTP(SMTP):
+    """aiosmtpd's SMTP with our own DATA reader and a clean BDAT refusal."""
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push(REPLY_NEED_RCPT)
+            return
+        if arg:
+            await self.push(REPLY_DATA_SYNTAX)
+            return
+        await self.push(REPLY_GO_AHEAD)
+        data = await read_data(self._reader, self.data_size_limit)
+        if data is None:
+            self._set_post_data_state()
+            await self.push(REPLY_TOO_BIG)
+            return
+        self.envelope.content = self.envelope.original_content = data
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(REPLY_OK if status is MISSING else status)
+
+    async def smtp_BDAT(self, arg: str | None) -> None:
+        words = (arg or "").split()
+        valid = len(words) in (1, 2) and words[0].isdigit()
+        if not valid or (len(words) == 2 and words[1].upper() != "LAST"):
+            await self._push_and_close(REPLY_BDAT_SYNTAX)
+            return
+        size = int(words[0])
+        if self.data_size_limit and size > self.data_size_limit:
+            await self._push_and_close(REPLY_BDAT_TOO_BIG)
+            return
+        while size:
+            size -= len(await self._reader.readexactly(min(size, DISCARD_CHUNK)))
+        self._set_rset_state()
+        log.warning("%s: BDAT refused", _peer(self.session) if self.session else "?")
+        await self.push(REPLY_BDAT)
+
+    async def _push_and_close(self, reply: str) -> None:
+        await self.push(reply)
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def read_data(reader: asyncio.StreamReader, limit: int | None) -> bytes | None:
+    """The message after DATA, dot-unstuffed; None when it exceeds *limit*.
+
+    Reads to CRLF "." CRLF whatever the lines in between look like; the
+    whole message is read even when it is too big, so that the session stays
+    in step with the client.
+    """
+    parts: list[bytes] = []
+    size = 0
+    line_start = after_crlf = True
+    last = b"\n"  # the byte before this chunk
+    while True:
+        try:
+            chunk = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError as exc:
+            chunk = await reader.read(exc.consumed)
+        if line_start and after_crlf and chunk == b".\r\n":
+            break
+        crlf = chunk.endswith(b"\r\n") or (chunk == b"\n" and last == b"\r")
+        last = chunk[-1:]
+        if line_start and chunk[:1] == b".":
+            chunk = chunk[1:]
+        line_start, after_crlf = last == b"\n", crlf
+        size += len(chunk)
+        if limit and size > limit:
+            parts.clear()
+            continue
+        parts.append(chunk)
+    if limit and size > limit:
+        return None
+    return b"".join(parts)
+
+
+class _QuietAuthWarning(logging.Filter):
+    """Drops aiosmtpd's per-connection warnings about AUTH without TLS (our
+    choice on loopback; start refuses it anywhere else) and about an
+    attribute it sets itself after every login."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return "auth_require_tls" not in text and "login_data is deprecated" not in text
+
+
+class MailService:
+    """The outgoing side of ``segcard serve``: spool, relay and proxy."""
+
+    def __init__(self, app: App, limiter: LoginLimiter | None = None) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.spool: Spool | None = None
+        self.relay: Relay | None = None
+        self.handler: SubmissionHandler | None = None
+        self._server: asyncio.Server | None = None
+        self._relay_task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int | None:
+        """The port the proxy listens on, or None when it is off."""
+        if self._server is None or not self._server.sockets:
+            return None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        config = self.app.config
+        listen = config["submission.listen"]
+        tls = self._tls_context(listen)
+        self.spool = Spool(self.app.paths.spool)
+        self.relay = await asyncio.to_thread(self._make_relay)
+        self._relay_task = asyncio.create_task(self.relay.run())
+        if listen:
+            await self._listen(listen, tls)
+
+    def _make_relay(self) -> Relay:
+        config = self.app.config
+        assert self.spool is not None
+        upstream = None
+        if config["upstream.url"]:
+            upstream = parse_upstream(
+                config["upstream.url"],
+                config["upstream.username"],
+                config.secret("upstream"),
+                config["upstream.ca_file"],
+            )
+        retry = Retry(
+            config["upstream.retry_initial"],
+            config["upstream.retry_max"],
+            config["upstream.give_up_after"],
+        )
+        identities = config.identities
+        return Relay(
+            self.spool,
+            upstream,
+            self.app.paths.outbox_maildir,
+            self.app.paths.notices_maildir,
+            retry,
+            notice_to=identities[0] if identities else "",
+        )
+
+    def _tls_context(self, listen: str) -> ssl.SSLContext | None:
+        """The proxy's TLS context; refuse a non-loopback bind without one."""
+        config = self.app.config
+        cert, key = config["submission.tls_cert"], config["submission.tls_key"]
+        if listen and not cert and not is_loopback(parse_hostport(listen)[0]):
+            raise ConfigError(
+                f"submission.listen {listen} is not a loopback address and no TLS "
+                "is configured",
+                "set submission.tls_cert and submission.tls_key, or listen on "
+                "127.0.0.1",
+            )
+        if not cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(cert, key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"submission TLS certificate: {exc}") from exc
+        return context
+
+    async def _listen(self, listen: str, tls: ssl.SSLContext | None) -> None:
+        assert self.spool is not None and self.relay is not None
+        host, port = parse_hostport(listen)
+        credentials = read_credentials(self.app.paths.submission_credentials)
+        self.handler = SubmissionHandler(
+            self.app, self.spool, self.relay, credentials, self.limiter
+        )
+        implicit = bool(self.app.config["submission.implicit_tls"])
+        logging.getLogger("mail.log").addFilter(_QuietAuthWarning())
+        warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+        factory = self._factory(tls, implicit)
+        try:
+            self._server = await asyncio.get_running_loop().create_server(
+                factory, host, port, ssl=tls if implicit else None
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"submission proxy cannot listen on {listen}: {exc.strerror}",
+                "another program uses the port; change submission.listen",
+            ) from exc
+        log.info("submission proxy listening on %s:%d", host, self.port)
+
+    def _factory(self, tls: ssl.SSLContext | None, implicit: bool) -> Any:
+        assert self.handler is not None
+        handler = self.handler
+        hostname = socket.gethostname()
+        max_size = self.app.config["submission.max_size"]
+        starttls = tls if tls and not implicit else None
+
+        def make() -> SubmissionSMTP:
+            return SubmissionSMTP(
+                handler,
+                data_size_limit=max_size,
+                enable_SMTPUTF8=True,
+                hostname=hostname,
+                ident="segcard submission",
+                tls_context=starttls,
+                require_starttls=starttls is not None,
+                auth_required=True,
+                auth_require_tls=tls is not None and not implicit,
+                authenticator=handler.authenticate,
+            )
+
+        return make
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+        if self.relay is not None:
+            self.relay.stop()
+        if self._relay_task is not None:
+            with contextlib.suppress(Exception):
+                await self._relay_task
+        if self.spool is not None:
+            self.spool.close()

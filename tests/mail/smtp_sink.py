@@ -1,0 +1,252 @@
+"""Real SMTP servers for the mail tests, on 127.0.0.1 with free ports.
+
+- :class:`Sink`: an aiosmtpd server that plays the upstream. It stores what
+  it got, can answer 421/451/550 on demand (at MAIL, RCPT or DATA), can
+  offer SMTPUTF8 or not, can require AUTH, and can be stopped and started
+  again on the same port (an upstream that is down for a while).
+- :class:`LoopThread`: an asyncio loop in a thread, for running segcard's
+  async services in-process while the test talks to them with smtplib.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+HOST = "127.0.0.1"
+WAIT_SECONDS = 30.0
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message as the sink got it."""
+
+    mail_from: str
+    rcpts: tuple[str, ...]
+    data: bytes
+    mail_options: tuple[str, ...]
+
+
+@dataclass
+class Failure:
+    """An answer the sink gives instead of accepting, *times* times."""
+
+    reply: str
+    stage: str  # "MAIL", "RCPT" or "DATA"
+    times: int | None  # None: for ever
+    only_rcpt: str | None = None  # at RCPT: only for this address
+
+
+@dataclass
+class _Handler:
+    sink: Sink
+    failures: list[Failure] = field(default_factory=list)
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        reply = self.sink.take_failure("MAIL")
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        reply = self.sink.take_failure("RCPT", address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        reply = self.sink.take_failure("DATA")
+        if reply:
+            return reply
+        assert isinstance(envelope.original_content, bytes)
+        self.sink.store(
+            Received(
+                mail_from=str(envelope.mail_from),
+                rcpts=tuple(envelope.rcpt_tos),
+                data=envelope.original_content,
+                mail_options=tuple(envelope.mail_options),
+            )
+        )
+        return "250 2.0.0 Ok: stored"
+
+
+class Sink:
+    """An upstream submission server for tests; see the module docstring."""
+
+    def __init__(
+        self,
+        smtputf8: bool = True,
+        credentials: tuple[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.smtputf8 = smtputf8
+        self.credentials = credentials
+        self.received: list[Received] = []
+        self.logins: list[str] = []
+        self._failures: list[Failure] = []
+        self._lock = threading.Condition()
+        self._controller: Controller | None = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{HOST}:{self.port}"
+
+    def start(self) -> Sink:
+        kwargs: dict[str, Any] = {"enable_SMTPUTF8": self.smtputf8}
+        if self.credentials:
+            kwargs.update(
+                authenticator=self._authenticate,
+                auth_required=True,
+                auth_require_tls=False,
+            )
+        self._controller = Controller(
+            _Handler(self), hostname=HOST, port=self.port, **kwargs
+        )
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def __enter__(self) -> Sink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- failures on demand ---------------------------------------------
+
+    def fail(
+        self,
+        reply: str,
+        stage: str = "DATA",
+        times: int | None = None,
+        only_rcpt: str | None = None,
+    ) -> None:
+        """Answer *reply* at *stage* (the next *times* times, or always)."""
+        with self._lock:
+            self._failures.append(Failure(reply, stage, times, only_rcpt))
+
+    def heal(self) -> None:
+        """Accept everything again."""
+        with self._lock:
+            self._failures.clear()
+
+    def take_failure(self, stage: str, rcpt: str | None = None) -> str | None:
+        with self._lock:
+            for failure in self._failures:
+                if failure.stage != stage:
+                    continue
+                if failure.only_rcpt and failure.only_rcpt != rcpt:
+                    continue
+                if failure.times is not None:
+                    failure.times -= 1
+                    if failure.times <= 0:
+                        self._failures.remove(failure)
+                return failure.reply
+        return None
+
+    # -- what arrived -----------------------------------------------------
+
+    def store(self, message: Received) -> None:
+        with self._lock:
+            self.received.append(message)
+            self._lock.notify_all()
+
+    def wait_for(self, count: int, seconds: float = WAIT_SECONDS) -> list[Received]:
+        """Wait until at least *count* messages arrived; return them all."""
+        deadline = time.monotonic() + seconds
+        with self._lock:
+            while len(self.received) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"sink got {len(self.received)} messages, expected {count}"
+                    )
+                self._lock.wait(left)
+            return list(self.received)
+
+    def _authenticate(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        mechanism: str,
+        auth_data: object,
+    ) -> AuthResult:
+        assert self.credentials is not None
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user, password = self.credentials
+        ok = (
+            auth_data.login.decode() == user and auth_data.password.decode() == password
+        )
+        if ok:
+            self.logins.append(user)
+        return AuthResult(success=ok, handled=False)
+
+
+class LoopThread:
+    """An asyncio event loop running in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], seconds: float = WAIT_SECONDS) -> T:
+        """Run *coro* in the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(seconds)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(WAIT_SECONDS)
+        self.loop.close()
+
+
+def wait_until(predicate: Any, seconds: float = WAIT_SECONDS) -> None:
+    """Poll *predicate* until it is true; fail the test when it never is."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
