@@ -28,7 +28,7 @@ class ImportReport:
 
 def _name_hint(raw: bytes, number: int) -> str:
     """Something to call an unreadable card by in the report."""
-    found = re.search(rb"^FN[;:][^\r\n]*?:?([^:\r\n]+)$", raw, re.M | re.I)
+    found = re.search(rb"^FN(?:;[^:\r\n]*)?:([^\r\n]+)\r?$", raw, re.M | re.I)
     if found:
         return found.group(1).decode("utf-8", "replace").strip()
     return f"card #{number}"
@@ -61,7 +61,7 @@ def _prepare(
         info = vcard.read_card(text)
     except CardParseError as exc:
         hint = _name_hint(raw, number)
-        log.warning("import: %s cannot be read, skipped: %s", hint, exc)
+        log.info("import: %s cannot be read, skipped: %s", hint, exc)
         report.unreadable.append(f"{hint}: {exc}")
         return None
     assert info.uid, "normalize_import adds a UID"
