@@ -13,6 +13,7 @@ from pathlib import Path
 from segcard import config as configuration
 from segcard.app import App
 from segcard.errors import ConfigError, SegcardError
+from segcard.mail.submission import MailService
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,18 @@ class Daemon:
         config = self.app.config
         log.info("config %s: %s", config.path, config.public_view())
         await self.start_embedded()
+        mail = MailService(self.app)
+        try:
+            await mail.start()
+        except BaseException:
+            await mail.stop()
+            await self.stop_embedded()
+            raise
         self.install_signals()
         try:
             await self.sync_loop()
         finally:
+            await mail.stop()
             await self.stop_embedded()
             log.info("segcard serve stopped")
 
