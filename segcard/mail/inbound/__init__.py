@@ -1,0 +1,98 @@
+"""The incoming side: the SMTP filter and the IMAP sorter.
+
+Both judge each recipient with :class:`segcard.book.verdict.Judge`; what
+they share is here: which domains are the user's, and how the parts of a
+message the verdict looks at are read from its raw header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from segcard.address import normalize_email, split_address
+from segcard.book.verdict import Action, Mail, Reason, Verdict
+from segcard.config import Config
+from segcard.mail.headers import (
+    Message,
+    decode_text,
+    msg_ids,
+    parse_address_list,
+    split_message,
+)
+
+# Verdicts whose note the user should see in the message itself; the
+# co-recipient note is a soft one and stays in the header.
+VISIBLE_NOTES = frozenset(
+    {(Action.WARN, Reason.OUTSIDER), (Action.DELIVER, Reason.GRACE)}
+)
+
+
+def local_domains(config: Config) -> frozenset[str]:
+    """The user's domains: the segment domain and those of the identities."""
+    addresses = [*config["identities"], *config["open_identities"]]
+    domains = {split_address(a)[1] for a in addresses}
+    return frozenset(d for d in {config["domain"].lower(), *domains} if d)
+
+
+def is_local(address: str, domains: Iterable[str]) -> bool:
+    """Whether *address* is on one of *domains* or a sub-domain of one
+    (templates may put the label and token in the host part)."""
+    _local, domain = split_address(normalize_email(address))
+    return any(domain == d or domain.endswith(f".{d}") for d in domains)
+
+
+def read_mail(raw: bytes, recipient: str, mail_from: str = "") -> Mail:
+    """The parts of *raw* (a message or just its header) the verdict uses."""
+    message = split_message(raw)
+    return Mail(
+        recipient=recipient,
+        mail_from=mail_from,
+        header_from=_first_address(message, "from"),
+        list_id=_text(message, "list-id"),
+        references=tuple(_references(message)),
+        message_id=_message_id(message),
+    )
+
+
+def visible_note(verdict: Verdict) -> str:
+    """The note to show inside the message for *verdict*, or ""."""
+    if (verdict.action, verdict.reason) in VISIBLE_NOTES:
+        return verdict.note
+    return ""
+
+
+def addresses(message: Message, key: str) -> list[str]:
+    """The addresses in every *key* field of *message*, lower case."""
+    found = []
+    for field in message.get_all(key):
+        value = decode_text(field.unfolded)
+        found += [
+            normalize_email(m.address) for m in parse_address_list(value).mailboxes
+        ]
+    return [a for a in found if "@" in a]
+
+
+def _first_address(message: Message, key: str) -> str:
+    found = addresses(message, key)
+    return found[0] if found else ""
+
+
+def _text(message: Message, key: str) -> str:
+    found = message.get_all(key)
+    return decode_text(found[0].unfolded) if found else ""
+
+
+def _references(message: Message) -> list[str]:
+    found: dict[str, None] = {}
+    for key in ("in-reply-to", "references"):
+        for field in message.get_all(key):
+            found.update(dict.fromkeys(f"<{m}>" for m in msg_ids(field.value)))
+    return list(found)
+
+
+def _message_id(message: Message) -> str:
+    for field in message.get_all("message-id"):
+        ids = msg_ids(field.value)
+        if ids:
+            return f"<{ids[0]}>"
+    return ""
