@@ -404,22 +404,35 @@ def content_lines(lines: list[LogicalLine]) -> list[tuple[int, ContentLine]]:
     return result
 
 
-def has_frame(lines: list[LogicalLine]) -> bool:
-    """Tell whether the lines hold both a BEGIN:VCARD and an END:VCARD."""
-    return any(is_begin(x.text) for x in lines) and any(is_end(x.text) for x in lines)
+def frame(lines: list[LogicalLine]) -> tuple[int, int] | None:
+    """Indexes of the first card's BEGIN:VCARD and of the END:VCARD closing it.
 
-
-def outer_end(lines: list[LogicalLine]) -> int:
-    """Index of the END:VCARD line that closes the outermost card.
-
-    The lines must hold an END:VCARD (see :func:`has_frame`).
+    Nested cards (vCard 2.1 AGENT) are skipped over; None when no card is
+    both opened and closed.
     """
-    depth = 0
+    depth, begin = 0, 0
     for index, line in enumerate(lines):
         if is_begin(line.text):
+            begin = index if depth == 0 else begin
             depth += 1
         elif is_end(line.text) and depth > 0:
             depth -= 1
             if depth == 0:
-                return index
-    return max(i for i, x in enumerate(lines) if is_end(x.text))
+                return begin, index
+    return None
+
+
+def has_frame(lines: list[LogicalLine]) -> bool:
+    """Tell whether the lines hold a card opened by BEGIN and closed by END."""
+    return frame(lines) is not None
+
+
+def outer_end(lines: list[LogicalLine]) -> int:
+    """Index of the END:VCARD line that closes the first card.
+
+    The lines must hold a whole card (see :func:`has_frame`).
+    """
+    found = frame(lines)
+    if found is None:
+        raise ValueError("no card is both opened and closed")
+    return found[1]

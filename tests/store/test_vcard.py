@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -776,3 +777,72 @@ def test_apply_segment_round_trips_and_is_idempotent(
     assert vcard.read_card(text).segment == second
     assert vcard.strip_owned(text) == base
     assert vcard.content_hash(text) == vcard.content_hash(base)
+
+
+names = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1
+).filter(str.strip)
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=names)
+def test_new_card_round_trips_any_name(name: str) -> None:
+    """Any printable name survives new_card, vobject and read_card."""
+    text = vcard.new_card("u-3", name, ["ann@example.org"], None, None)
+
+    parsed = vobject.readOne(text)
+
+    assert parsed.fn.value == name.strip()
+    assert vcard.read_card(text).name == name.strip()
+    assert vcard.content_hash(parsed.serialize()) == vcard.content_hash(text)
+
+
+SOUP = [
+    "BEGIN:VCARD",
+    "END:VCARD",
+    "\ufeffBEGIN:VCARD",
+    "VERSION:2.1",
+    "FN:Ann",
+    "UID:",
+    "EMAIL:a@b.example",
+    "NOTE;ENCODING=QUOTED-PRINTABLE:abc=",
+    "=42",
+    " folded",
+    "",
+    "item1.URL:mailto:x@y.example",
+    "item1.X-ABLabel:l",
+    "PHOTO;ENCODING=b:abc",
+    'X-FOO;"a:b"=c:d',
+    "AGENT:",
+    "x-segmail-token:abc",
+    "segcard2.URL:x",
+]
+soup_lines = st.lists(
+    st.tuples(
+        st.sampled_from(SOUP) | st.text(max_size=20),
+        st.sampled_from(["\r\n", "\n", "\r", "\r\r\n", ""]),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=soup_lines)
+def test_any_line_soup_is_read_or_refused_and_patched_safely(
+    parts: list[tuple[str, str]],
+) -> None:
+    """Broken input raises only CardParseError; a patched card stays consistent."""
+    text = "".join(body + eol for body, eol in parts)
+    seg = segment()
+    with contextlib.suppress(CardParseError):
+        vcard.read_card(vcard.normalize_import(text.encode()))
+    try:
+        patched = vcard.apply_segment(text, seg, ADDRESS.format(seg.token))
+    except CardParseError:
+        return
+
+    again = vcard.apply_segment(patched, seg, ADDRESS.format(seg.token))
+
+    assert again == patched
+    assert vcard.strip_owned(patched) == vcard.strip_owned(text)
+    assert vcard.content_hash(patched) == vcard.content_hash(text)
