@@ -262,6 +262,7 @@ def status_data(app: App) -> dict[str, Any]:
         "contacts": app.index.count(),
         "outbox": len(app.index.outbox()),
         "unreadable_cards": [h for h, _e, _r in app.index.unreadable()],
+        "refused_writes": [f"{u}: {r}" for u, r in app.index.refused()],
         "last_sync": app.index.get_state("last_sync"),
         "last_sync_result": app.index.get_state("last_sync_result"),
         "leaks": len(app.index.leaks()),

@@ -84,6 +84,11 @@ CREATE TABLE IF NOT EXISTS leaks (
 """
 
 
+# Attempts value of an outbox entry the server refused for good; a new local
+# change of the contact replaces the entry and so sends it again.
+GIVEN_UP = 1000
+
+
 @dataclass(frozen=True)
 class Row:
     """A contact as stored, with what the sync engine needs about its card."""
@@ -314,6 +319,21 @@ class Index:
                 "UPDATE outbox SET attempts=attempts+1, last_error=? WHERE uid=?",
                 (error, uid),
             )
+
+    def give_up(self, uid: str, error: str) -> None:
+        """Keep a write the server refused, but stop sending it until it changes."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET attempts=?, last_error=? WHERE uid=?",
+                (GIVEN_UP, error, uid),
+            )
+
+    def refused(self) -> list[tuple[str, str]]:
+        """(uid, reason) of every write the server refused."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT uid, last_error FROM outbox WHERE attempts>=?", (GIVEN_UP,)
+            ).fetchall()
 
     def mark_unreadable(self, href: str, etag: str | None, reason: str) -> None:
         with self.transaction() as db:

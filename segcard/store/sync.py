@@ -18,10 +18,15 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
-from segcard.errors import CardParseError, ServerUnreachable, WriteConflict
+from segcard.errors import (
+    AddressBookError,
+    CardParseError,
+    ServerUnreachable,
+    WriteConflict,
+)
 from segcard.segment import Contact, Segment, merge
 from segcard.store import vcard
-from segcard.store.index import Index, Row
+from segcard.store.index import GIVEN_UP, Index, Row
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,7 @@ class Report:
     restored: int = 0
     conflicts: int = 0
     unreadable: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
     offline: str | None = None
     requests: int = 0
 
@@ -82,6 +88,8 @@ class Report:
             parts.append(f"{self.restored} restored")
         if self.unreadable:
             parts.append(f"{len(self.unreadable)} unreadable")
+        if self.refused:
+            parts.append(f"{len(self.refused)} refused by the server")
         return ", ".join(parts)
 
 
@@ -218,11 +226,24 @@ class Syncer:
 
     def push(self, report: Report) -> None:
         """Send every queued write; stop at the first sign the server is away."""
-        for uid, op, href, etag, _attempts in self.index.outbox():
-            if op == "delete":
-                self._push_delete(uid, href, etag)
-            else:
-                self._push_put(uid, report)
+        for uid, op, href, etag, attempts in self.index.outbox():
+            if attempts >= GIVEN_UP:
+                continue
+            try:
+                if op == "delete":
+                    self._push_delete(uid, href, etag)
+                else:
+                    self._push_put(uid, report)
+            except ServerUnreachable:
+                raise
+            except AddressBookError as exc:
+                # The server will not take this card as it is (some servers
+                # refuse cards their vCard parser rejects). The index keeps
+                # the segment; the write waits for the next local change.
+                self.index.give_up(uid, str(exc))
+                report.refused.append(f"{uid}: {exc}")
+                log.warning("card %s refused by the server: %s", uid, exc)
+                continue
             report.pushed += 1
 
     def _push_delete(self, uid: str, href: str | None, etag: str | None) -> None:
