@@ -273,6 +273,7 @@ def status_data(app: App) -> dict[str, Any]:
     if config["submission.listen"]:
         data["submission"] = config["submission.listen"]
         data["submission_password_file"] = str(app.paths.submission_credentials)
+    data.update(outgoing_status(app))
     return data
 
 
@@ -316,6 +317,113 @@ def cmd_leaks(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- outgoing mail ----------------------------------------------------------
+
+
+def outgoing_status(app: App) -> dict[str, Any]:
+    """The spool, bounces and leak warnings, for ``segcard status``."""
+    from segcard.mail.spool import Spool, State
+
+    spool = Spool(app.paths.spool)
+    try:
+        counts = spool.counts()
+        warnings = spool.warnings(1)
+        data: dict[str, Any] = {
+            "upstream": app.config["upstream.url"]
+            or f"none: copies go to {app.paths.outbox_maildir}",
+            "spool": f"{counts[State.QUEUED]} waiting, {counts[State.FAILED]} bounced",
+            "notices": str(app.paths.notices_maildir),
+            "leak_warnings": spool.warning_count(),
+        }
+        if warnings:
+            data["last_leak_warning"] = (
+                f"{when(int(warnings[0].at))} Message-ID {warnings[0].message_id}: "
+                + "; ".join(warnings[0].places)
+            )
+        return data
+    finally:
+        spool.close()
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from segcard.mail.spool import Spool, State
+
+    app = open_app(args)
+    spool = Spool(app.paths.spool)
+    try:
+        if args.retry:
+            if args.retry != "all" and not args.retry.isdigit():
+                raise ConfigError(f"--retry {args.retry}: give a copy id or 'all'")
+            which = None if args.retry == "all" else int(args.retry)
+            print(f"{spool.retry(which)} copies will be tried at once")
+        if args.drop is not None:
+            dropped = spool.drop(args.drop)
+            print(f"copy {args.drop} " + ("dropped" if dropped else "is not queued"))
+        states = None if args.all else [State.QUEUED, State.FAILED]
+        copies = spool.copies(states)
+    finally:
+        spool.close()
+    if not copies:
+        print("no copies waiting or bounced")
+        return 0
+    rows = [
+        [
+            str(c.id),
+            c.state.value,
+            str(c.attempts),
+            when(int(c.next_try)) if c.state == State.QUEUED else "-",
+            c.sender,
+            ", ".join(c.rcpts),
+            c.last_error or "",
+        ]
+        for c in copies
+    ]
+    print(table(["id", "state", "tries", "next try", "from", "to", "last error"], rows))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from segcard.mail.check import check
+
+    result = check(open_app(args))
+    for line in result.lines:
+        print(line)
+    return 0 if result.ok else 1
+
+
+def cmd_announce(args: argparse.Namespace) -> int:
+    from segcard.mail.announce import announce, compose, due_contacts, load_template
+    from segcard.mail.spool import Spool
+
+    app = open_app(args)
+    contacts = due_contacts(app)
+    if args.contact:
+        wanted = {app.book.find(c).uid for c in args.contact}
+        contacts = [c for c in contacts if c.uid in wanted]
+    if not contacts:
+        print("nobody to announce to: every contact with an address was told")
+        return 0
+    if args.dry_run:
+        template = load_template(app)
+        items = [compose(app, contact, template) for contact in contacts]
+        for item in items:
+            print(f"{item.to}: from {item.address}")
+        print("\nthe first one in full:\n")
+        print(items[0].data.decode("utf-8", "replace"))
+        return 0
+    spool = Spool(app.paths.spool)
+    try:
+        done = announce(app, contacts, spool)
+    finally:
+        spool.close()
+    interval = app.config["announce.interval"]
+    print(f"{len(done)} announcements spooled, one every {interval:g} s")
+    if not app.daemon_running():
+        print("(they go out when 'segcard serve' runs)", file=sys.stderr)
+    after_change(app)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from segcard.daemon import serve
 
@@ -338,4 +446,7 @@ COMMANDS = {
     "status": cmd_status,
     "leaks": cmd_leaks,
     "serve": cmd_serve,
+    "queue": cmd_queue,
+    "check": cmd_check,
+    "announce": cmd_announce,
 }

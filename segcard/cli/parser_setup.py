@@ -80,3 +80,18 @@ def add_commands(subparsers: Any) -> None:
 
     _cmd(subparsers, "leaks", "who leaked which address")
     _cmd(subparsers, "serve", "run the daemon")
+
+    queue = _cmd(subparsers, "queue", "list, retry or drop spooled outgoing copies")
+    queue.add_argument("--all", action="store_true", help="also sent and dropped")
+    queue.add_argument("--retry", metavar="ID", help="try a copy now (or 'all')")
+    queue.add_argument("--drop", metavar="ID", type=int, help="never send a copy")
+
+    _cmd(subparsers, "check", "does the upstream accept segment addresses as sender?")
+
+    announce = _cmd(subparsers, "announce", "tell contacts the address that is theirs")
+    announce.add_argument(
+        "contact", nargs="*", help="only these (default: all not yet told)"
+    )
+    announce.add_argument(
+        "--dry-run", action="store_true", help="print what would go to whom"
+    )
