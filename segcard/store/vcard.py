@@ -7,7 +7,8 @@ just before ``END:VCARD``; every other line keeps its exact bytes, folding,
 line ending and place.
 
 This module is the public face; the work is split by concern:
-:mod:`~segcard.store.vcard_text` (bytes, lines, values),
+:mod:`~segcard.store.vcard_bytes` (files, charsets),
+:mod:`~segcard.store.vcard_text` (lines, values),
 :mod:`~segcard.store.vcard_read` (the two readers) and
 :mod:`~segcard.store.vcard_segment` (segcard's own lines).
 """
@@ -23,6 +24,7 @@ from segcard.address import is_token
 from segcard.errors import CardParseError
 from segcard.segment import Segment
 from segcard.store import vcard_segment
+from segcard.store.vcard_bytes import split_cards, to_text
 from segcard.store.vcard_read import (
     CardInfo,
     fn_name,
@@ -47,8 +49,6 @@ from segcard.store.vcard_text import (
     normalize_eol,
     outer_end,
     parse_content_line,
-    split_cards,
-    to_text,
     unescape_text,
 )
 
