@@ -6,20 +6,31 @@
   again on the same port (an upstream that is down for a while).
 - :class:`LoopThread`: an asyncio loop in a thread, for running segcard's
   async services in-process while the test talks to them with smtplib.
+- :func:`make_app` and :class:`Proxy`: a segcard App on a temp config, and
+  its outgoing mail service (proxy, spool, relay) in a LoopThread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import smtplib
 import socket
 import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from segcard.app import App, read_credentials
+from segcard.cli.commands import write_config
+from segcard.mail.relay import Relay
+from segcard.mail.spool import Spool, State
+from segcard.mail.submission import LoginLimiter, MailService
 
 HOST = "127.0.0.1"
 WAIT_SECONDS = 30.0
@@ -91,6 +102,7 @@ class _Handler:
     async def handle_DATA(
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
+        self.sink.data_attempts += 1
         reply = self.sink.take_failure("DATA")
         if reply:
             return reply
@@ -120,6 +132,7 @@ class Sink:
         self.credentials = credentials
         self.received: list[Received] = []
         self.logins: list[str] = []
+        self.data_attempts = 0
         self._failures: list[Failure] = []
         self._lock = threading.Condition()
         self._controller: Controller | None = None
@@ -250,3 +263,100 @@ def wait_until(predicate: Any, seconds: float = WAIT_SECONDS) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+# -- segcard's outgoing side, in-process --------------------------------------
+
+IDENTITY = "john@john.example"
+
+
+def make_app(tmp: Path, **options: Any) -> App:
+    """An App on a fresh config in *tmp*; dotted options as keyword dict."""
+    flat: dict[str, Any] = {
+        "user": "john",
+        "domain": "john.example",
+        "identities": [IDENTITY],
+        "data_dir": str(tmp / "data"),
+        "upstream.retry_initial": 0.05,
+        "upstream.retry_max": 0.2,
+    }
+    flat.update(options)
+    return App(write_config(tmp / "config.toml", flat))
+
+
+class Proxy:
+    """segcard's MailService (proxy, spool, relay) running in a LoopThread."""
+
+    def __init__(
+        self, app: App, sink: Sink | None = None, limiter: LoginLimiter | None = None
+    ) -> None:
+        self.app = app
+        if not app.config["submission.listen"]:
+            app.config.values["submission.listen"] = f"{HOST}:{free_port()}"
+        if sink is not None:
+            app.config.values["upstream.url"] = sink.url
+        self.service = MailService(app, limiter)
+        self.loop = LoopThread()
+
+    def start(self) -> Proxy:
+        self.loop.run(self.service.start())
+        return self
+
+    def stop(self) -> None:
+        try:
+            self.loop.run(self.service.stop())
+        finally:
+            self.loop.close()
+
+    def __enter__(self) -> Proxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        port = self.service.port
+        assert port is not None
+        return port
+
+    @property
+    def spool(self) -> Spool:
+        assert self.service.spool is not None
+        return self.service.spool
+
+    @property
+    def relay(self) -> Relay:
+        assert self.service.relay is not None
+        return self.service.relay
+
+    def credentials(self) -> tuple[str, str]:
+        return read_credentials(self.app.paths.submission_credentials)
+
+    def client(self, login: bool = True) -> smtplib.SMTP:
+        """An smtplib client connected to the proxy, logged in by default."""
+        client = smtplib.SMTP(HOST, self.port, timeout=WAIT_SECONDS)
+        if login:
+            client.login(*self.credentials())
+        return client
+
+    def send(
+        self,
+        raw: bytes,
+        rcpts: list[str],
+        mail_from: str = IDENTITY,
+        options: tuple[str, ...] = (),
+    ) -> None:
+        """Submit *raw* as the mail client would; raises on any refusal."""
+        with self.client() as client:
+            client.sendmail(mail_from, rcpts, raw, mail_options=list(options))
+
+    def settled(self) -> bool:
+        """Whether no copy waits in the spool any more."""
+        return not self.spool.copies([State.QUEUED])
+
+
+def wire_form(raw: bytes) -> bytes:
+    """*raw* as an SMTP transfer carries it: CRLF line ends, a final CRLF."""
+    wired = re.sub(rb"\r\n|\n|\r(?!\n)", b"\r\n", raw)
+    return wired if wired.endswith(b"\r\n") else wired + b"\r\n"
