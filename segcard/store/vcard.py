@@ -49,7 +49,6 @@ from segcard.store.vcard_text import (
     normalize_eol,
     outer_end,
     parse_content_line,
-    unescape_text,
 )
 
 __all__ = [
@@ -154,8 +153,9 @@ def content_hash(text: str) -> str:
     """Hash the card's content as a re-serializing server would keep it.
 
     Owned lines are removed; lines are unfolded, blank lines dropped, names
-    and parameters upper-cased and sorted, values unescaped, and the lines
-    sorted, so that Radicale's reordering and refolding give the same hash.
+    and parameters upper-cased and sorted, values decoded and unescaped, and
+    the lines sorted, so that Radicale's reordering, refolding and decoding
+    of quoted-printable give the same hash.
     """
     lines = logical_lines(text.removeprefix(BOM))
     if has_frame(lines):
@@ -165,18 +165,22 @@ def content_hash(text: str) -> str:
 
 
 def _canonical(text: str) -> str:
+    """One line as the hash sees it (see :func:`content_hash`)."""
     line = parse_content_line(text)
     if line is None:
         return text.strip()
     name = f"{line.group}.{line.name}".upper() if line.group else line.name
+    if name in ("BEGIN", "END"):
+        return f"{name}:{line.value.strip().upper()}"
     params = sorted(
         f"{key}={item.strip().upper()}"
         for key, value in line.params
+        if key != "CHARSET" and (key, value.upper()) != ("ENCODING", "QUOTED-PRINTABLE")
         for item in value.split(",")
     )
-    value = unescape_text(line.value).strip()
-    if name in ("BEGIN", "END"):
-        value = value.upper()
+    # Re-serializers decode quoted-printable, escape or unescape ";" in URIs
+    # and drop trailing empty components ("N:Doe;Ann" for "N:Doe;Ann;;;").
+    value = decode_component(line, line.value).rstrip(";").rstrip()
     return ";".join([name, *params]) + ":" + value
 
 

@@ -186,6 +186,8 @@ def split_unquoted(text: str, sep: str) -> list[str]:
 
 def split_escaped(value: str, sep: str = ";") -> list[str]:
     """Split a structured value at each *sep* not escaped by a backslash."""
+    if "\\" not in value:
+        return value.split(sep)  # fast path: base64 photos are long
     parts: list[str] = []
     current: list[str] = []
     i = 0

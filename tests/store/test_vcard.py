@@ -660,6 +660,21 @@ def test_content_hash_ignores_owned_lines_order_folding_and_case() -> None:
     assert vcard.content_hash(rewritten) == vcard.content_hash(BASE)
 
 
+def test_content_hash_ignores_decoding_and_trailing_empty_components() -> None:
+    """Decoded quoted-printable, dropped trailing ";" and "\\;" in URIs hash alike."""
+    encoded = (
+        "BEGIN:VCARD\r\nVERSION:2.1\r\nUID:q\r\nN:Doe;Ann;;;\r\n"
+        "FN;CHARSET=UTF-8;ENCODING=QUOTED-PRINTABLE:Ann D=C3=B6e\r\n"
+        "TEL;VALUE=uri:tel:+1-555-0100;ext=7\r\nEND:VCARD\r\n"
+    )
+    decoded = (
+        "BEGIN:VCARD\r\nVERSION:2.1\r\nUID:q\r\nN:Doe;Ann\r\n"
+        "FN:Ann Döe\r\nTEL;VALUE=URI:tel:+1-555-0100\\;ext=7\r\nEND:VCARD\r\n"
+    )
+
+    assert vcard.content_hash(encoded) == vcard.content_hash(decoded)
+
+
 def test_content_hash_changes_on_a_real_edit() -> None:
     """A changed value gives another hash."""
     edited = BASE.replace("FN:Tom Example", "FN:Tom Exampel")
