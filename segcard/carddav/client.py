@@ -7,7 +7,9 @@ folds CRLF into LF and card text must travel byte-for-byte.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -92,6 +94,13 @@ def _strong_etag(etag: str | None) -> str | None:
     if not etag or etag.startswith("W/"):
         return None
     return etag
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]{1,120}")
+
+
+def _hashed_name(uid: str) -> str:
+    return "segcard-" + hashlib.sha256(uid.encode()).hexdigest()[:32]
 
 
 class CardDAVClient:
@@ -379,14 +388,18 @@ class CardDAVClient:
             )
 
     def href_for(self, uid: str) -> str:
-        """The href for a new card with this UID: collection path + UID + .vcf.
+        """The href for a new card with this UID: collection path + name + .vcf.
 
+        The name is the UID when it is plain letters, digits, '.', '_' and
+        '-', else a hash of it: Xandikos lists a member named
+        ``urn:uuid:...`` unescaped, which then reads as a URI of its own.
         Makes no request (it may run on an event loop): call discover() first.
         """
         if self.collection is None:
             raise RuntimeError("href_for() needs discover() first")
         path = urlsplit(self.collection).path
-        return path + quote(uid, safe="") + ".vcf"
+        name = uid if _PLAIN_NAME.fullmatch(uid) else _hashed_name(uid)
+        return path + quote(name, safe="") + ".vcf"
 
     # -- requests ----------------------------------------------------------
 

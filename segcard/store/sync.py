@@ -130,6 +130,7 @@ class Syncer:
         self.client = client
         self.index = index
         self.address_of = address_of
+        self._unreadable: set[str] = set()
 
     def sync(self, full: bool = False) -> Report:
         """Pull the server's changes, then push the outbox."""
@@ -180,6 +181,7 @@ class Syncer:
     def apply_remote(self, items: Iterable[Item], report: Report) -> None:
         """Merge fetched cards into the index; queue restores where needed."""
         rows = []
+        self._unreadable = {href for href, _e, _r in self.index.unreadable()}
         for item in items:
             row = self._merge_item(item, report)
             if row:
@@ -198,7 +200,8 @@ class Syncer:
             self.index.mark_unreadable(href, item.etag, str(exc))
             report.unreadable.append(href)
             return None
-        self.index.clear_unreadable(href)
+        if href in self._unreadable:
+            self.index.clear_unreadable(href)
 
         uid = info.uid or f"href:{href}"
         local = self.index.row(uid)
@@ -216,11 +219,12 @@ class Syncer:
             if info.segment is None and ours is not None:
                 report.restored += 1
                 log.warning("card %s lost segcard's lines; restoring them", uid)
-        if local is None or local.hash != vcard.content_hash(text) or merged != ours:
+        content_hash = vcard.content_hash(text)
+        if local is None or local.hash != content_hash or merged != ours:
             report.updated += 1
 
         contact = Contact(uid, info.name, info.emails, merged, href)
-        return contact, card, item.etag, vcard.content_hash(text)
+        return contact, card, item.etag, content_hash
 
     # -- push ---------------------------------------------------------------
 

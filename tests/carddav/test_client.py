@@ -17,8 +17,8 @@ from tests.servers import (
     FaultProxy,
     Forward,
     Intercept,
-    RadicaleServer,
     XandikosServer,
+    make_server,
     root_url,
 )
 
@@ -35,6 +35,32 @@ def card(uid: str, name: str = "Tom Example") -> str:
     """A minimal vCard 3.0 with CRLF line ends."""
     lines = ["BEGIN:VCARD", "VERSION:3.0", f"UID:{uid}", f"FN:{name}", "END:VCARD"]
     return "\r\n".join(lines) + "\r\n"
+
+
+def started(flavour: str, tmp_path: Path) -> Iterator[CardDAVServer]:
+    server = make_server(flavour, tmp_path / flavour)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["radicale", "embedded"])
+def auth_server(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A server that checks credentials (the Xandikos test server has none)."""
+    yield from started(request.param, tmp_path)
+
+
+@pytest.fixture(params=["xandikos", "embedded"])
+def exact_server(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A server that stores what it is sent (Radicale re-serializes)."""
+    yield from started(request.param, tmp_path)
+
+
+@pytest.fixture
+def radicale(tmp_path: Path):  # type: ignore[no-untyped-def]
+    yield from started("radicale", tmp_path)
 
 
 def connect(server: CardDAVServer, url: str | None = None) -> CardDAVClient:
@@ -273,11 +299,10 @@ def test_stopped_server_raises_server_unreachable(
 
 
 def test_wrong_password_raises_address_book_error(
-    carddav_server: CardDAVServer,
+    auth_server: CardDAVServer,
 ) -> None:
     """Refused credentials are an AddressBookError that names no password."""
-    if isinstance(carddav_server, XandikosServer):
-        pytest.skip("the Xandikos test server has no auth")
+    carddav_server = auth_server
     client = CardDAVClient(carddav_server.url, carddav_server.username, "wrong-pw")
 
     with pytest.raises(AddressBookError) as raised:
@@ -290,11 +315,10 @@ def test_wrong_password_raises_address_book_error(
 
 @pytest.mark.parametrize("name", BYTE_EXACT_CARDS)
 def test_xandikos_stores_cards_byte_for_byte(
-    carddav_server: CardDAVServer, corpus: Path, name: str
+    exact_server: CardDAVServer, corpus: Path, name: str
 ) -> None:
     """Xandikos keeps a card's folding and line ends exactly, on disk and on read."""
-    if isinstance(carddav_server, RadicaleServer):
-        pytest.skip("Radicale re-serializes every card")
+    carddav_server = exact_server
     original = (corpus / "vcards" / name).read_bytes()
     client = connect(carddav_server)
     href = client.href_for(name.removesuffix(".vcf"))
@@ -330,12 +354,10 @@ def test_discover_from_a_path_that_is_no_dav_resource(
 
 
 def test_card_the_server_cannot_parse_is_no_write_conflict(
-    carddav_server: CardDAVServer, corpus: Path
+    xandikos: XandikosServer, corpus: Path
 ) -> None:
     """Xandikos' 412 with valid-address-data is a refused card, not a conflict."""
-    if isinstance(carddav_server, RadicaleServer):
-        pytest.skip("Radicale accepts this card")
-    client = connect(carddav_server)
+    client = connect(xandikos)
     text = (corpus / "vcards" / "khard-4.0-altid-n.vcf").read_text()
 
     with pytest.raises(AddressBookError) as raised:
@@ -552,12 +574,10 @@ def test_put_answer_with_strong_etag_returns_it(xandikos: XandikosServer) -> Non
 
 
 def test_duplicate_uid_refused_by_radicale_is_no_write_conflict(
-    carddav_server: CardDAVServer,
+    radicale: CardDAVServer,
 ) -> None:
     """Radicale's 409 no-uid-conflict is a refused card, not a stale etag."""
-    if not isinstance(carddav_server, RadicaleServer):
-        pytest.skip("only Radicale enforces unique UIDs")
-    client = connect(carddav_server)
+    client = connect(radicale)
     client.create(client.href_for("first"), card("same-uid"))
 
     with pytest.raises(AddressBookError, match="no-uid-conflict") as raised:

@@ -207,3 +207,26 @@ def test_unusable_root_raises_config_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="not-a-dir"):
         server.start()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "khard-4.0-altid-n.vcf",
+        "outlook-2.1-qp-label-photo.vcf",
+        "apple-addressbook-6.1-3.0-many-props-long-lines.vcf",
+    ],
+)
+def test_stores_real_cards_xandikos_alone_refuses(
+    server: EmbeddedServer, corpus: Path, name: str
+) -> None:
+    """Cards vobject cannot read (Xandikos refuses them) are stored as sent."""
+    text = (corpus / "vcards" / name).read_bytes().decode("utf-8", "surrogateescape")
+    text = text.replace("\r\n", "\n").replace("\n", "\r\n")
+    client = CardDAVClient(server.url, USERNAME, PASSWORD)
+    client.discover()
+
+    href, _etag = client.create(client.href_for("real"), text)
+
+    [item] = client.multiget([href])
+    assert item.data == text
