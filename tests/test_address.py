@@ -22,7 +22,8 @@ TEMPLATES = [
     "{user}@{label}-{token}.{domain}",
 ]
 
-labels = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=20)
+LABEL_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
+labels = st.text(alphabet=LABEL_CHARS, min_size=1, max_size=20)
 tokens = st.text(alphabet=ALPHABET, min_size=TOKEN_LENGTH, max_size=TOKEN_LENGTH)
 
 
