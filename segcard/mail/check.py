@@ -82,6 +82,8 @@ async def _steps(
     client: aiosmtplib.SMTP, upstream: Upstream, sender: str, result: CheckResult
 ) -> None:
     await client.connect()
+    if client.last_ehlo_response is None:
+        await client.ehlo()
     tls = {"smtps": "implicit TLS", "smtp+starttls": "STARTTLS", "smtp": "no TLS"}
     result.say(f"connected to {upstream.label} ({tls[upstream.scheme]})")
     extensions = sorted(e.upper() for e in client.esmtp_extensions)

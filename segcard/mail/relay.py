@@ -97,6 +97,17 @@ def client_for(upstream: Upstream, timeout: float = TIMEOUT_SECONDS) -> aiosmtpl
     )
 
 
+async def open_client(
+    upstream: Upstream, timeout: float = TIMEOUT_SECONDS
+) -> aiosmtplib.SMTP:
+    """A client connected to *upstream*, its EHLO done (extensions known)."""
+    client = client_for(upstream, timeout)
+    await client.connect()
+    if client.last_ehlo_response is None:
+        await client.ehlo()
+    return client
+
+
 @dataclass(frozen=True)
 class Retry:
     """How long to wait between tries, and when to give up."""
@@ -186,6 +197,7 @@ class Relay:
                     self._queue.put_nowait(copy)
             await self._sleep(await asyncio.to_thread(self.spool.next_due), now)
             if time.monotonic() - last_purge > PURGE_SECONDS:
+                await asyncio.to_thread(self.spool.recover)
                 await asyncio.to_thread(self.spool.purge)
                 last_purge = time.monotonic()
 
@@ -310,8 +322,7 @@ class Relay:
         """Connect, learn the upstream's extensions, disconnect."""
         if self.upstream is None:
             return frozenset()
-        client = client_for(self.upstream)
-        await client.connect()
+        client = await open_client(self.upstream)
         try:
             self.capabilities = frozenset(client.esmtp_extensions)
         finally:
@@ -331,8 +342,7 @@ class _Lane:
         if self.client is not None and self.client.is_connected:
             return self.client
         assert self.relay.upstream is not None
-        client = client_for(self.relay.upstream)
-        await client.connect()
+        client = await open_client(self.relay.upstream)
         self.relay.capabilities = frozenset(client.esmtp_extensions)
         self.client = client
         return client

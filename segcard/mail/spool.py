@@ -83,6 +83,8 @@ COPY_COLUMNS = (
 
 # Rows of finished messages are kept this long for ``segcard queue --all``.
 KEEP_FINISHED = 7 * 86400
+# A message file without rows is removed once it is this old (see recover).
+ORPHAN_AGE = 3600.0
 
 
 class State(enum.StrEnum):
@@ -367,12 +369,20 @@ class Spool:
 
     # -- housekeeping -------------------------------------------------------
 
-    def recover(self) -> int:
-        """Delete message files that were never acknowledged; return how many."""
+    def recover(self, min_age: float = ORPHAN_AGE) -> int:
+        """Delete message files that were never acknowledged; return how many.
+
+        Only files older than *min_age* seconds: a younger one may belong to
+        an :meth:`accept` (of this or another process) still on its way.
+        """
+        cutoff = time.time() - min_age
+        candidates = [
+            p for p in self.messages_dir.glob("*.eml") if p.stat().st_mtime < cutoff
+        ]
         with self._lock:
             known = {r[0] for r in self._db.execute("SELECT id FROM messages")}
         removed = 0
-        for path in self.messages_dir.glob("*.eml"):
+        for path in candidates:
             if path.stem not in known:
                 path.unlink(missing_ok=True)
                 removed += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,8 +141,14 @@ def test_recover_deletes_files_that_were_never_acknowledged(spool: Spool) -> Non
     spool.accept(RAW, [new_copy()])
     orphan = spool.messages_dir / "0-orphan.eml"
     orphan.write_bytes(RAW)
+    young = spool.messages_dir / "1-young.eml"
+    young.write_bytes(RAW)
+    hours_ago = time.time() - 7200
+    os.utime(orphan, (hours_ago, hours_ago))
 
     assert spool.recover() == 1
+
+    assert young.exists(), "a file younger than an hour may be an accept under way"
 
     assert not orphan.exists()
     assert spool.data(spool.copies()[0]) == COPY
