@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import re
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from segcard.segment import Kind, Policy, Retired, Segment, State
 from segcard.store import vcard
 from segcard.store.vcard_text import logical_lines
 from tests.corpus import corpus_dir
+from tests.servers import RadicaleServer
 
 T0 = 1_764_868_992  # 2025-12-04T17:23:12Z
 ADDRESS = "john-tom-{}@john.example"
@@ -680,6 +683,54 @@ def test_content_hash_changes_on_a_real_edit() -> None:
     edited = BASE.replace("FN:Tom Example", "FN:Tom Exampel")
 
     assert vcard.content_hash(edited) != vcard.content_hash(BASE)
+
+
+def _put_and_get(server: RadicaleServer, name: str, text: str) -> str:
+    """PUT *text* as card *name* on *server* and GET back what it stored."""
+    auth = base64.b64encode(f"{server.username}:{server.password}".encode())
+    headers = {"Authorization": "Basic " + auth.decode(), "Content-Type": "text/vcard"}
+    url = f"{server.url}{name}.vcf"
+    put = urllib.request.Request(url, text.encode(), headers, method="PUT")
+    with urllib.request.urlopen(put):
+        pass
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as got:
+        return got.read().decode("utf-8")
+
+
+# Cards Radicale takes and re-serializes without losing content.
+RADICALE_LOSSLESS = [
+    "apple-ios6-3.0-crcrlf-grouped-photo.vcf",
+    "evolution-3.0-couchdb-uuid-params.vcf",
+    "kaddressbook-4.0-full-featured.vcf",
+    "rfc6350-4.0-spec-example-lf.vcf",
+]
+
+
+def test_content_hash_and_segment_survive_radicale(tmp_path: Path) -> None:
+    """Radicale rewrites our cards; the content hash and the segment stay."""
+    seg = segment().rotate("q2w3e4r5t", T0 + 7).with_state(State.BLOCKED, T0 + 8)
+    address = ADDRESS.format(seg.token)
+    texts = {
+        "new": vcard.new_card("n-1", "Doe, Ann; Ö", ["a@example.org"], seg, address)
+    }
+    for name in RADICALE_LOSSLESS:
+        raw = (corpus_dir() / "vcards" / name).read_bytes()
+        texts[name] = vcard.apply_segment(vcard.normalize_import(raw), seg, address)
+    server = RadicaleServer(tmp_path / "radicale")
+    server.root.mkdir()
+    server.start()
+    try:
+        stored = {
+            n: _put_and_get(server, f"card{i}", t)
+            for i, (n, t) in enumerate(texts.items())
+        }
+    finally:
+        server.stop()
+
+    for name, text in texts.items():
+        assert stored[name] != text, name  # Radicale did rewrite it
+        assert vcard.content_hash(stored[name]) == vcard.content_hash(text), name
+        assert vcard.read_card(stored[name]).segment == seg, name
 
 
 # --- new_card -----------------------------------------------------------------------
