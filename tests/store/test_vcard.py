@@ -110,10 +110,16 @@ def foreign_lines(text: str, tokens: tuple[str, ...]) -> list[str]:
 
 def test_corpus_is_split_into_every_card() -> None:
     """split_cards finds every card of a multi-card export, bytes untouched."""
-    counts = {
-        path.name: len(vcard.split_cards(path.read_bytes())) for path in corpus_files()
+    split = {
+        path.name: (path.read_bytes(), vcard.split_cards(path.read_bytes()))
+        for path in corpus_files()
     }
+    counts = {name: len(cards) for name, (_, cards) in split.items()}
 
+    for data, cards in split.values():
+        assert all(
+            card in data and card[:11].upper() == b"BEGIN:VCARD" for card in cards
+        )
     assert counts["google-contacts-export-3.0-three-cards-no-final-eol.vcf"] == 3
     assert counts["android-sync-2.1-qp-utf8-multi-card.vcf"] == 5
     assert all(
