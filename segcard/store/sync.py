@@ -13,7 +13,8 @@ whose content hash is unchanged changes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -31,6 +32,7 @@ from segcard.store.index import GIVEN_UP, Index, Row
 log = logging.getLogger(__name__)
 
 CONFLICT_RETRIES = 3
+FETCH_BATCH = 500  # cards per addressbook-multiget
 
 
 class Item(Protocol):
@@ -160,14 +162,34 @@ class Syncer:
             log.info("sync-token no longer valid; did a full listing")
 
         plan = plan_pull(changes, self.index.hrefs())
-        if plan.fetch:
-            items = self.client.multiget(plan.fetch)
+        for items in self._fetch_batches(plan.fetch):
             report.requests += 1
-            report.fetched = len(items)
+            report.fetched += len(items)
             self.apply_remote(items, report)
         for uid in plan.forget:
             self._forget(uid, report)
         self.index.set_state("sync_token", changes.sync_token)
+
+    def _fetch_batches(self, hrefs: list[str]) -> Iterator[list[Item]]:
+        """Fetch cards in batches, the next batch while the last is merged.
+
+        The server answers one request while we parse the previous answer,
+        which on an initial sync roughly halves the time.
+        """
+        batches = [
+            hrefs[i : i + FETCH_BATCH] for i in range(0, len(hrefs), FETCH_BATCH)
+        ]
+        if not batches:
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="segcard-fetch") as pool:
+            pending = [pool.submit(self.client.multiget, b) for b in batches[:2]]
+            for following in [*batches[2:], None]:
+                items = pending.pop(0).result()
+                if following is not None:
+                    pending.append(pool.submit(self.client.multiget, following))
+                yield items
+            for future in pending:
+                yield future.result()
 
     def _forget(self, uid: str, report: Report) -> None:
         if self.index.pending(uid) == "put":
