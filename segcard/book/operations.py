@@ -8,13 +8,14 @@ speaks a protocol.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 
 from segcard.address import first_word_label, make_token, normalize_email
 from segcard.config import Config
-from segcard.errors import ContactNotFound
+from segcard.errors import ContactNotFound, SegcardError
 from segcard.segment import Contact, Kind, Policy, Segment, State
 from segcard.store import vcard
 from segcard.store.index import Index, now
@@ -22,6 +23,9 @@ from segcard.store.index import Index, now
 from . import lookup
 
 log = logging.getLogger(__name__)
+
+# Values of X-SEGMAIL-* lines use only these, so no escaping question arises.
+SAFE_VALUE = re.compile(r"[A-Za-z0-9._@+:=-]+")
 
 
 class Book:
@@ -87,10 +91,12 @@ class Book:
                 return self.ensure_segment(existing[0])
         if rotate_every:
             kind = Kind.ROTATING
-        segment = self.new_segment(
-            name, kind, rotate_every=rotate_every, publish=publish
-        )
+        segment = self.new_segment(name, kind, rotate_every=rotate_every)
         uid = str(uuid.uuid4())
+        if publish:
+            # A local file path: it means nothing on other devices, so it
+            # stays in the index instead of the card.
+            self.index.set_state(f"publish:{uid}", publish)
         card = vcard.new_card(uid, name, emails, segment, self.address_of(segment))
         contact = Contact(uid, name, emails, segment)
         self._save(contact, card)
@@ -129,7 +135,13 @@ class Book:
     def trust(self, contact: Contact, sender: str) -> Contact:
         """Accept mail from *sender* on this contact's segment."""
         segment = self._segment(contact)
-        allowed = tuple(dict.fromkeys((*segment.allowed, normalize_email(sender))))
+        sender = normalize_email(sender)
+        if not SAFE_VALUE.fullmatch(sender) or "@" not in sender:
+            raise SegcardError(
+                f"{sender!r} cannot be stored as a trusted sender",
+                "give a plain address with letters, digits and . _ + - only",
+            )
+        allowed = tuple(dict.fromkeys((*segment.allowed, sender)))
         return self._update(contact, replace(segment, allowed=allowed))
 
     def set_policy(self, contact: Contact, policy: Policy) -> Contact:
@@ -137,7 +149,10 @@ class Book:
 
     def add_list(self, contact: Contact, list_id: str) -> Contact:
         segment = self._segment(contact)
-        ids = tuple(dict.fromkeys((*segment.list_ids, list_id.strip("<> ").lower())))
+        list_id = list_id.strip("<> ").lower()
+        if not SAFE_VALUE.fullmatch(list_id):
+            raise SegcardError(f"{list_id!r} is not a list id segcard can store")
+        ids = tuple(dict.fromkeys((*segment.list_ids, list_id)))
         return self._update(contact, replace(segment, list_ids=ids))
 
     def mark_announced(self, contact: Contact) -> Contact:
