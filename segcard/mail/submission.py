@@ -212,6 +212,9 @@ class SubmissionHandler:
         except (SegcardError, OSError) as exc:
             log.error("%s: message not accepted: %s", peer, exc)
             return REPLY_NOT_ACCEPTED
+        except Exception:  # noqa: BLE001 - the client must hear 4xx, and retry
+            log.exception("%s: message not accepted", peer)
+            return REPLY_NOT_ACCEPTED
         self.relay.wake()
         return REPLY_QUEUED.format(id=spool_id)
 

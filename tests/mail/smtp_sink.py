@@ -118,6 +118,23 @@ class _Handler:
         return "250 2.0.0 Ok: stored"
 
 
+class _LongLineSMTP(SMTP):
+    """aiosmtpd's server taking lines of any length (it refuses over 1,000)."""
+
+    line_length_limit = 1 << 20
+
+
+class _Controller(Controller):
+    def __init__(self, *args: Any, long_lines: bool = False, **kwargs: Any) -> None:
+        self.long_lines = long_lines
+        super().__init__(*args, **kwargs)
+
+    def factory(self) -> SMTP:
+        if not self.long_lines:
+            return super().factory()
+        return _LongLineSMTP(self.handler, **self.SMTP_kwargs)
+
+
 class Sink:
     """An upstream submission server for tests; see the module docstring."""
 
@@ -126,8 +143,10 @@ class Sink:
         smtputf8: bool = True,
         credentials: tuple[str, str] | None = None,
         port: int | None = None,
+        long_lines: bool = False,
     ) -> None:
         self.port = port or free_port()
+        self.long_lines = long_lines
         self.smtputf8 = smtputf8
         self.credentials = credentials
         self.received: list[Received] = []
@@ -149,8 +168,12 @@ class Sink:
                 auth_required=True,
                 auth_require_tls=False,
             )
-        self._controller = Controller(
-            _Handler(self), hostname=HOST, port=self.port, **kwargs
+        self._controller = _Controller(
+            _Handler(self),
+            hostname=HOST,
+            port=self.port,
+            long_lines=self.long_lines,
+            **kwargs,
         )
         self._controller.start()
         return self
@@ -357,6 +380,11 @@ class Proxy:
 
 
 def wire_form(raw: bytes) -> bytes:
-    """*raw* as an SMTP transfer carries it: CRLF line ends, a final CRLF."""
-    wired = re.sub(rb"\r\n|\n|\r(?!\n)", b"\r\n", raw)
-    return wired if wired.endswith(b"\r\n") else wired + b"\r\n"
+    """*raw* as it leaves the relay when smtplib submitted it as it is.
+
+    smtplib ends DATA with CRLF unless the message already ends so (after a
+    bare LF that is a line of its own, RFC 5321 section 4.1.1.4); the relay
+    then sends every line break as CRLF.
+    """
+    sent = raw if raw.endswith(b"\r\n") else raw + b"\r\n"
+    return re.sub(rb"\r\n|\n|\r(?!\n)", b"\r\n", sent)
