@@ -30,6 +30,16 @@ USER = "john"
 PASSWORD = "secret-password"
 START_TIMEOUT = 20.0
 
+# Dovecot 2.3's own list after login; imap_capability replaces it whole.
+CAPABILITIES = (
+    "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY "
+    "THREAD=REFERENCES THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL "
+    "CATENATE UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 "
+    "CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS "
+    "BINARY MOVE SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW STATUS=SIZE SAVEDATE LITERAL+ "
+    "NOTIFY"
+)
+
 CONFIG = """\
 base_dir = {root}/run
 state_dir = {root}/state
@@ -105,13 +115,13 @@ def require_dovecot() -> None:
 class Dovecot:
     """One private Dovecot with one user (USER / PASSWORD) and Maildir storage."""
 
-    def __init__(self, hide_move: bool = False) -> None:
+    def __init__(self, hide: tuple[str, ...] = ()) -> None:
         # Short and outside pytest's 0700 tmp dirs: see the module docstring.
         self.root = Path(tempfile.mkdtemp(prefix="dc", dir="/tmp"))
         os.chmod(self.root, 0o711)
         self.port = free_port()
         self.pop3_port = free_port()
-        self.hide_move = hide_move
+        self.hide = hide
         self.process: subprocess.Popen[bytes] | None = None
         self._write_config()
 
@@ -124,14 +134,8 @@ class Dovecot:
         return self.root / "mail" / USER / "Maildir"
 
     def _write_config(self) -> None:
-        capability = (
-            "imap_capability = IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID "
-            "ENABLE IDLE SORT THREAD=REFERENCES MULTIAPPEND UNSELECT CHILDREN "
-            "NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH "
-            "SEARCHRES SPECIAL-USE BINARY"
-            if self.hide_move
-            else ""
-        )
+        shown = [c for c in CAPABILITIES.split() if c not in self.hide]
+        capability = f"imap_capability = {' '.join(shown)}" if self.hide else ""
         self.config_path.write_text(
             CONFIG.format(
                 root=self.root,
@@ -167,7 +171,7 @@ class Dovecot:
     def _answers(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                greeting = s.recv(200)
+                greeting = s.makefile("rb").readline(4096)
         except OSError:
             return False
         # Our own greeting: no other server took the port before we did.
