@@ -13,6 +13,7 @@ from pathlib import Path
 from segcard import config as configuration
 from segcard.app import App
 from segcard.errors import ConfigError, SegcardError
+from segcard.mail.inbound.service import InboundService
 from segcard.mail.submission import MailService
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,14 @@ class Daemon:
         log.info("config %s: %s", config.path, config.public_view())
         await self.start_embedded()
         mail = MailService(self.app)
+        inbound = None
         try:
             await mail.start()
+            inbound = InboundService(self.app, mail.spool)
+            await inbound.start()
         except BaseException:
+            if inbound is not None:
+                await inbound.stop()
             await mail.stop()
             await self.stop_embedded()
             raise
@@ -78,6 +84,7 @@ class Daemon:
         try:
             await self.sync_loop()
         finally:
+            await inbound.stop()
             await mail.stop()
             await self.stop_embedded()
             log.info("segcard serve stopped")
