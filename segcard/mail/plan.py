@@ -94,23 +94,40 @@ class Planner:
         _name, sender = header_from(raw)
         if sender not in self.identities:
             return self._prepare_as_is(raw, sender, mail_from, rcpts, refuse_leaks)
-        leaks = find_leaks(self._probe(raw), self.identities)
-        if leaks and refuse_leaks:
-            raise LeakRefused(leaks)
         with self._lock:
-            targets, own = self.targets(raw, rcpts)
-        copies = [self._copy(raw, target) for target in targets]
-        if own:
-            copies = self._add_own(raw, mail_from, copies, own)
+            found = self.targets(raw, rcpts, create=False)
+            if found is None:
+                # Contacts must be made: check on a probe copy first, so that
+                # a refused message leaves none behind.
+                leaks = self._leaks(self._probe(raw), refuse_leaks)
+                found = self.targets(raw, rcpts, create=True)
+                assert found is not None
+                copies = [self._copy(raw, target) for target in found[0]]
+            else:
+                copies = [self._copy(raw, target) for target in found[0]]
+                leaks = self._leaks(copies[0].data, refuse_leaks) if copies else []
+        if found[1]:
+            copies = self._add_own(raw, mail_from, copies, found[1])
         return Prepared(copies, leaks, True, message_id(raw))
+
+    def _leaks(self, copy: bytes, refuse: bool) -> list[str]:
+        """Where an identity shows in *copy*; LeakRefused when *refuse*."""
+        leaks = find_leaks(copy, self.identities)
+        if leaks and refuse:
+            raise LeakRefused(leaks)
+        return leaks
 
     # -- recipients to segments -------------------------------------------
 
     def targets(
-        self, raw: bytes, rcpts: Sequence[str]
-    ) -> tuple[list[Target], list[str]]:
-        """One Target per segment address, and the recipients that are ours."""
-        names = _display_names(raw)
+        self, raw: bytes, rcpts: Sequence[str], create: bool = True
+    ) -> tuple[list[Target], list[str]] | None:
+        """One Target per segment address, and the recipients that are ours.
+
+        Without *create*, None when a recipient needs a contact or a segment
+        made for it (nothing is changed then).
+        """
+        names = _display_names(raw) if create else {}
         replies = self._reply_segments(raw, rcpts)
         grouped: dict[str, tuple[str, str, list[str]]] = {}
         own: list[str] = []
@@ -123,7 +140,10 @@ class Planner:
             if self.book.is_own(email):
                 own.append(rcpt)
                 continue
-            contact, token = replies.get(email) or self._segment_for(email, names)
+            found = replies.get(email) or self._segment_for(email, names, create)
+            if found is None:
+                return None
+            contact, token = found
             assert contact.segment is not None
             address = self.config.address(contact.segment.label, token)
             grouped.setdefault(address, (contact.uid, token, []))[2].append(rcpt)
@@ -133,9 +153,15 @@ class Planner:
         ]
         return targets, own
 
-    def _segment_for(self, email: str, names: dict[str, str]) -> tuple[Contact, str]:
-        """The recipient's contact with a segment, made if needed."""
+    def _segment_for(
+        self, email: str, names: dict[str, str], create: bool
+    ) -> tuple[Contact, str] | None:
+        """The recipient's contact with a segment, made if needed (and if
+        *create*, else None)."""
         known = self.index.by_email(email)
+        if not create:
+            segment = known[0].segment if known else None
+            return (known[0], segment.token) if segment else None
         if known:
             contact = self.book.ensure_segment(known[0])
         else:

@@ -193,15 +193,8 @@ class SubmissionHandler:
         raw = envelope.original_content
         assert isinstance(raw, bytes) and envelope.mail_from is not None
         try:
-            prepared = await asyncio.to_thread(
-                self.planner.prepare,
-                raw,
-                envelope.mail_from,
-                list(envelope.rcpt_tos),
-                self.refuse_leaks,
-            )
             spool_id = await asyncio.to_thread(
-                self._spool, raw, prepared, envelope.smtp_utf8, peer
+                self._accept, raw, envelope.mail_from, envelope, peer
             )
         except RewriteRefused as exc:
             log.warning("%s: message refused: %s", peer, exc)
@@ -217,6 +210,13 @@ class SubmissionHandler:
             return REPLY_NOT_ACCEPTED
         self.relay.wake()
         return REPLY_QUEUED.format(id=spool_id)
+
+    def _accept(self, raw: bytes, mail_from: str, envelope: Envelope, peer: str) -> str:
+        """Plan and spool the copies (in a worker thread); the spool id."""
+        prepared = self.planner.prepare(
+            raw, mail_from, list(envelope.rcpt_tos), self.refuse_leaks
+        )
+        return self._spool(raw, prepared, envelope.smtp_utf8, peer)
 
     def _spool(self, raw: bytes, prepared: Prepared, smtputf8: bool, peer: str) -> str:
         """Spool the copies; then note leaks and every copy's Message-ID."""
@@ -237,9 +237,11 @@ class SubmissionHandler:
             )
             self.spool.add_warning(prepared.message_id, prepared.leaks)
         for copy in prepared.copies:
-            if copy.uid and copy.token and copy.message_id:
+            if not (copy.uid and copy.token and copy.message_id):
+                continue
+            for rcpt in copy.rcpts:
                 self.app.index.record_message(
-                    copy.message_id, copy.uid, copy.token, copy.rcpts[0].lower(), "out"
+                    copy.message_id, copy.uid, copy.token, rcpt.lower(), "out"
                 )
         return spool_id
 
