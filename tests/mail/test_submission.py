@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -125,6 +127,47 @@ def test_non_loopback_listen_without_tls_is_refused_at_start(tmp_path: Path) -> 
     finally:
         proxy.loop.close()
         app.close()
+
+
+def test_with_tls_configured_starttls_comes_before_login(
+    tmp_path: Path, sink: Sink
+) -> None:
+    """With a certificate the proxy requires STARTTLS, then AUTH, then mail."""
+    cert, key = _self_signed(tmp_path)
+    app = make_app(
+        tmp_path, **{"submission.tls_cert": str(cert), "submission.tls_key": str(key)}
+    )
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    try:
+        with Proxy(app, sink) as proxy:
+            with proxy.client(login=False) as client:
+                client.ehlo()
+                plain_code, _ = client.mail(IDENTITY)
+            with smtplib.SMTP(HOST, proxy.port, timeout=WAIT_SECONDS) as client:
+                client.starttls(context=context)
+                client.login(*proxy.credentials())
+                client.sendmail(IDENTITY, ["tom@example.org"], PLAIN)
+            (got,) = sink.wait_for(1)
+    finally:
+        app.close()
+
+    assert plain_code == 530
+    assert got.rcpts == ("tom@example.org",)
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made with openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a test certificate")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
 
 
 # -- what goes out --------------------------------------------------------------
