@@ -253,6 +253,15 @@ class Index:
             rows = self._db.execute("SELECT * FROM contacts ORDER BY name").fetchall()
         return [_row(r).contact for r in rows]
 
+    def rotating(self) -> list[Contact]:
+        """Contacts whose segment rotates on a schedule."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM contacts "
+                "WHERE json_extract(segment, '$.rotate_every') IS NOT NULL"
+            ).fetchall()
+        return [_row(r).contact for r in rows]
+
     def hrefs(self) -> dict[str, tuple[str, str | None]]:
         """href -> (uid, etag) of every contact the server has."""
         with self._lock:
