@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 from segcard import config as configuration
 from segcard.app import App
+from segcard.book import rotation
 from segcard.errors import ConfigError, SegcardError
 from segcard.mail.inbound.service import InboundService
 from segcard.mail.submission import MailService
+from segcard.store.index import now
 
 log = logging.getLogger(__name__)
 
 OUTBOX_POLL = 2.0  # seconds between looks at the outbox for local changes
+ROTATION_CHECK = 60.0  # at most this long between looks at the rotation schedule
+
+
+class Service(Protocol):
+    """A part of the daemon with a start and a stop."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 def ensure_config(path: Path) -> None:
@@ -55,70 +67,124 @@ def take_lock(app: App) -> int:
     return fd
 
 
-class Daemon:
-    """The running services of one ``segcard serve``."""
+class EmbeddedService:
+    """The embedded CardDAV server, when no address book is configured."""
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.stopping = asyncio.Event()
-        self.wake = asyncio.Event()
-        self.embedded = None
+        self.server = app.embedded_server()
 
-    async def run(self) -> None:
-        config = self.app.config
-        log.info("config %s: %s", config.path, config.public_view())
-        await self.start_embedded()
-        mail = MailService(self.app)
-        inbound = None
+    async def start(self) -> None:
         try:
-            await mail.start()
-            inbound = InboundService(self.app, mail.spool)
-            await inbound.start()
-        except BaseException:
-            if inbound is not None:
-                await inbound.stop()
-            await mail.stop()
-            await self.stop_embedded()
-            raise
-        self.install_signals()
-        try:
-            await self.sync_loop()
-        finally:
-            await inbound.stop()
-            await mail.stop()
-            await self.stop_embedded()
-            log.info("segcard serve stopped")
-
-    async def start_embedded(self) -> None:
-        if not self.app.embedded:
-            return
-        server = self.app.embedded_server()
-        try:
-            await server.start_async()
+            await self.server.start_async()
         except OSError as exc:
             raise ConfigError(
                 f"embedded address book cannot listen on port "
                 f"{self.app.config['embedded.port']}: {exc.strerror}",
                 "another program uses the port; change embedded.port in the config",
             ) from exc
-        self.embedded = server
-        log.info("embedded address book listening on %s", server.url)
+        log.info("embedded address book listening on %s", self.server.url)
 
-    async def stop_embedded(self) -> None:
-        if self.embedded is not None:
-            await self.embedded.stop_async()
+    async def stop(self) -> None:
+        await self.server.stop_async()
+
+
+class Daemon:
+    """The running services of one ``segcard serve``."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.stopping = asyncio.Event()
+        self.reloading = asyncio.Event()
+        self.services: list[Service] = []
+
+    def build_services(self) -> Iterator[Service]:
+        """Every service the config turns on, in start order.
+
+        A generator: each service is made after the one before it started,
+        so the inbound side gets the spool the mail service opened.
+        """
+        if self.app.embedded:
+            yield EmbeddedService(self.app)
+        mail = MailService(self.app)
+        yield mail
+        yield InboundService(self.app, mail.spool)
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT; SIGHUP reloads the config in between."""
+        self.install_signals()
+        while True:
+            await self.run_once()
+            if self.stopping.is_set():
+                break
+            self.reload()
+        log.info("segcard serve stopped")
+
+    async def run_once(self) -> None:
+        config = self.app.config
+        log.info("config %s: %s", config.path, config.public_view())
+        await self.start_services()
+        try:
+            await asyncio.gather(self.sync_loop(), self.rotation_loop())
+        finally:
+            await self.stop_services()
+
+    async def start_services(self) -> None:
+        self.services = []
+        try:
+            for service in self.build_services():
+                await service.start()
+                self.services.append(service)
+        except BaseException:
+            await self.stop_services()
+            raise
+
+    async def stop_services(self) -> None:
+        for service in reversed(self.services):
+            try:
+                await service.stop()
+            except Exception:  # noqa: BLE001 - stop the others all the same
+                log.exception("stopping %s failed", type(service).__name__)
+        self.services = []
+
+    def reload(self) -> None:
+        """Load the config again; keep the old one if the new one is bad."""
+        self.reloading.clear()
+        try:
+            config = configuration.load(self.app.config.path)
+        except SegcardError as exc:
+            log.error("config not reloaded, keeping the old one: %s", exc)
+            return
+        self.app.config = config
+        self.app.book.config = config
+        self.app._syncer = None
+        log.info("config reloaded from %s", config.path)
 
     def install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reloading.set)
+
+    def running(self) -> bool:
+        return not (self.stopping.is_set() or self.reloading.is_set())
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep up to *seconds*, waking early on stop or reload."""
+        stop = asyncio.ensure_future(self.stopping.wait())
+        reload = asyncio.ensure_future(self.reloading.wait())
+        await asyncio.wait(
+            {stop, reload}, timeout=seconds, return_when="FIRST_COMPLETED"
+        )
+        stop.cancel()
+        reload.cancel()
 
     async def sync_loop(self) -> None:
         interval = self.app.config["carddav.sync_interval"]
         loop = asyncio.get_running_loop()
         next_sync = loop.time()
         seen_outbox: object = None
-        while not self.stopping.is_set():
+        while self.running():
             # A local change (from the CLI or a mail service) shows up as a
             # new outbox entry; a sync then runs at once, not at the interval.
             outbox = self.app.index.outbox()
@@ -126,8 +192,16 @@ class Daemon:
                 await asyncio.to_thread(self.app.run_sync)
                 seen_outbox = self.app.index.outbox()
                 next_sync = loop.time() + interval
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), OUTBOX_POLL)
+            await self.pause(OUTBOX_POLL)
+
+    async def rotation_loop(self) -> None:
+        """Rotate rotating entries when they fall due, also after downtime."""
+        await asyncio.to_thread(rotation.publish_all, self.app.book)
+        while self.running():
+            rotation.rotate_due(self.app.book, now())
+            due = rotation.next_due(self.app.book)
+            wait = ROTATION_CHECK if due is None else due - now()
+            await self.pause(min(max(wait, 1), ROTATION_CHECK))
 
 
 def serve(path: Path, verbose: int = 0) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_runner import Segcard
 from tests.servers import FLAVOURS, CardDAVServer, corpus_dir, make_server
 
 
@@ -34,3 +35,27 @@ def corpus() -> Path:
             pytest.fail(reason)
         pytest.skip(reason)
     return path
+
+
+@pytest.fixture
+def segcard(tmp_path: Path) -> Segcard:
+    """A segcard with no config yet."""
+    return Segcard(tmp_path)
+
+
+@pytest.fixture
+def john(segcard: Segcard) -> Segcard:
+    """A segcard set up for john@john.example on the embedded address book."""
+    result = segcard(
+        "init",
+        "--user",
+        "john",
+        "--domain",
+        "john.example",
+        "--identity",
+        "john@john.example",
+        "--data-dir",
+        str(segcard.home / "data"),
+    )
+    assert result.code == 0, result.err
+    return segcard

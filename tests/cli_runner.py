@@ -1,4 +1,4 @@
-"""Run the real ``segcard`` command in a temp home."""
+"""Run the real ``segcard`` command in a temp home (fixtures in conftest)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 
 @dataclass
@@ -52,27 +50,3 @@ class Segcard:
             stderr=subprocess.PIPE,
             text=True,
         )
-
-
-@pytest.fixture
-def segcard(tmp_path: Path) -> Segcard:
-    """A segcard with no config yet."""
-    return Segcard(tmp_path)
-
-
-@pytest.fixture
-def john(segcard: Segcard) -> Segcard:
-    """A segcard set up for john@john.example on the embedded address book."""
-    result = segcard(
-        "init",
-        "--user",
-        "john",
-        "--domain",
-        "john.example",
-        "--identity",
-        "john@john.example",
-        "--data-dir",
-        str(segcard.home / "data"),
-    )
-    assert result.code == 0, result.err
-    return segcard
