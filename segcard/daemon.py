@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -138,6 +139,29 @@ class Daemon:
         except BaseException:
             await self.stop_services()
             raise
+        listeners = self.listeners()
+        for name, where in listeners.items():
+            log.info("listening: %s on %s", name, where)
+        self.app.index.set_state("listeners", json.dumps(listeners))
+
+    def listeners(self) -> dict[str, str]:
+        """Where each part of the daemon can be reached, for logs and status."""
+        config = self.app.config
+        found = {}
+        if self.app.embedded:
+            found["address book"] = (
+                f"http://127.0.0.1:{config['embedded.port']}/user/contacts/addressbook/"
+            )
+        for key, name in (
+            ("submission.listen", "submission"),
+            ("inbound.smtp_listen", "smtp filter"),
+            ("pop3.listen", "pop3"),
+        ):
+            if config.values.get(key):
+                found[name] = config[key]
+        if config["imap.url"]:
+            found["imap sorter"] = config["imap.url"]
+        return found
 
     async def stop_services(self) -> None:
         for service in reversed(self.services):

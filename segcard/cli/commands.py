@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -247,52 +246,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 1 if report.offline else 0
 
 
-def status_data(app: App) -> dict[str, Any]:
-    """What ``segcard status`` shows, as data."""
-    config = app.config
-    book_url = (
-        config["carddav.url"]
-        or f"http://127.0.0.1:{config['embedded.port']}/user/contacts/addressbook/"
-    )
-    data: dict[str, Any] = {
-        "config": str(config.path),
-        "daemon": "running" if app.daemon_running() else "not running",
-        "address_book": book_url,
-        "embedded": app.embedded,
-        "contacts": app.index.count(),
-        "outbox": len(app.index.outbox()),
-        "unreadable_cards": [h for h, _e, _r in app.index.unreadable()],
-        "refused_writes": [f"{u}: {r}" for u, r in app.index.refused()],
-        "last_sync": app.index.get_state("last_sync"),
-        "last_sync_result": app.index.get_state("last_sync_result"),
-        "leaks": len(app.index.leaks()),
-    }
-    if app.embedded:
-        data["address_book_user"] = "segcard"
-        data["address_book_password_file"] = str(app.paths.embedded_credentials)
-    if config["submission.listen"]:
-        data["submission"] = config["submission.listen"]
-        data["submission_password_file"] = str(app.paths.submission_credentials)
-    data.update(outgoing_status(app))
-    return data
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    app = open_app(args)
-    data = status_data(app)
-    if args.json:
-        print(json.dumps(data, indent=2))
-        return 0
-    width = max(len(k) for k in data)
-    for key, value in data.items():
-        if isinstance(value, list):
-            value = ", ".join(value) or "-"
-        print(f"{key.replace('_', ' '):<{width}}  {value}")
-    if app.config.is_placeholder:
-        print("\nThe domain is a placeholder: set yours with 'segcard init --force'.")
-    return 0
-
-
 def cmd_leaks(args: argparse.Namespace) -> int:
     app = open_app(args)
     leaks = app.index.leaks()
@@ -318,31 +271,6 @@ def cmd_leaks(args: argparse.Namespace) -> int:
 
 
 # -- outgoing mail ----------------------------------------------------------
-
-
-def outgoing_status(app: App) -> dict[str, Any]:
-    """The spool, bounces and leak warnings, for ``segcard status``."""
-    from segcard.mail.spool import Spool, State
-
-    spool = Spool(app.paths.spool)
-    try:
-        counts = spool.counts()
-        warnings = spool.warnings(1)
-        data: dict[str, Any] = {
-            "upstream": app.config["upstream.url"]
-            or f"none: copies go to {app.paths.outbox_maildir}",
-            "spool": f"{counts[State.QUEUED]} waiting, {counts[State.FAILED]} bounced",
-            "notices": str(app.paths.notices_maildir),
-            "leak_warnings": spool.warning_count(),
-        }
-        if warnings:
-            data["last_leak_warning"] = (
-                f"{when(int(warnings[0].at))} Message-ID {warnings[0].message_id}: "
-                + "; ".join(warnings[0].places)
-            )
-        return data
-    finally:
-        spool.close()
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
@@ -422,6 +350,12 @@ def cmd_announce(args: argparse.Namespace) -> int:
         print("(they go out when 'segcard serve' runs)", file=sys.stderr)
     after_change(app)
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from segcard.cli.status import show_status
+
+    return show_status(open_app(args), args.json)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -152,8 +152,8 @@ def test_status_json(john):
 
     data = json.loads(john("status", "--json").out)
 
-    assert data["address_book"].startswith("http://127.0.0.1:")
-    assert data["address_book_user"] == "segcard"
+    assert data["address_book"]["url"].startswith("http://127.0.0.1:")
+    assert data["address_book"]["user"] == "segcard"
 
 
 def test_serve_without_config_starts_on_a_default(segcard):

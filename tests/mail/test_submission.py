@@ -17,7 +17,7 @@ import pytest
 
 from segcard.app import App, free_port, port_open
 from segcard.carddav.client import CardDAVClient
-from segcard.cli.commands import status_data
+from segcard.cli.status import status_data
 from segcard.errors import ConfigError
 from segcard.mail.leaks import header_leaks
 from segcard.mail.rewrite import RewriteRefused, header_from
@@ -300,8 +300,8 @@ def test_leak_is_sent_with_a_warning_status_shows(
     sink.wait_for(1)
 
     data = status_data(app)
-    assert data["leak_warnings"] == 1
-    assert "body part 1 (text/plain)" in data["last_leak_warning"]
+    assert data["outgoing"]["leak_warnings"] == 1
+    assert "body part 1 (text/plain)" in data["outgoing"]["last_leak_warning"]
 
 
 def test_each_copy_message_id_is_recorded_with_its_segment(
