@@ -358,6 +358,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return show_status(open_app(args), args.json)
 
 
+def cmd_install_service(args: argparse.Namespace) -> int:
+    from segcard.control import service_unit
+
+    if args.uninstall:
+        done = service_unit.uninstall()
+        print(f"removed {done.path}; stop it with: {done.next_step}")
+        return 0
+    app = open_app(args)
+    done = service_unit.install(app.config.path.resolve(), app.paths.root)
+    print(f"wrote {done.path}")
+    print(f"start it with: {done.next_step}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from segcard.daemon import serve
 
@@ -380,6 +394,7 @@ COMMANDS = {
     "status": cmd_status,
     "leaks": cmd_leaks,
     "serve": cmd_serve,
+    "install-service": cmd_install_service,
     "queue": cmd_queue,
     "check": cmd_check,
     "announce": cmd_announce,

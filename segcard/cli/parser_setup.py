@@ -81,6 +81,9 @@ def add_commands(subparsers: Any) -> None:
     _cmd(subparsers, "leaks", "who leaked which address")
     _cmd(subparsers, "serve", "run the daemon")
 
+    service = _cmd(subparsers, "install-service", "run serve as a user service")
+    service.add_argument("--uninstall", action="store_true", help="remove it")
+
     queue = _cmd(subparsers, "queue", "list, retry or drop spooled outgoing copies")
     queue.add_argument("--all", action="store_true", help="also sent and dropped")
     queue.add_argument("--retry", metavar="ID", help="try a copy now (or 'all')")
