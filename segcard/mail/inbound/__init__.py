@@ -41,9 +41,10 @@ def is_local(address: str, domains: Iterable[str]) -> bool:
     return any(domain == d or domain.endswith(f".{d}") for d in domains)
 
 
-def read_mail(raw: bytes, recipient: str, mail_from: str = "") -> Mail:
-    """The parts of *raw* (a message or just its header) the verdict uses."""
-    message = split_message(raw)
+def read_mail(raw: bytes | Message, recipient: str, mail_from: str = "") -> Mail:
+    """The parts of *raw* (a message, just its header, or either already
+    split) that the verdict uses."""
+    message = raw if isinstance(raw, Message) else split_message(raw)
     return Mail(
         recipient=recipient,
         mail_from=mail_from,

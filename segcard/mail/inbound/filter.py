@@ -25,6 +25,7 @@ from segcard.errors import SegcardError
 from segcard.mail.inbound import is_local, read_mail, visible_note
 from segcard.mail.inbound.annotate import annotate
 from segcard.mail.inbound.delivery import Copy, Delivery, DeliveryError
+from segcard.mail.inbound.lookup import CachedIndex
 from segcard.mail.inbound.tarpit import Tarpit
 from segcard.store.index import Index, now
 
@@ -47,6 +48,14 @@ REPLY_REFUSED = "554 5.0.0 The message was refused on delivery"
 REPLY_INTERNAL = "451 4.3.0 Internal error; try again later"
 
 MAX_RECIPIENTS = 100
+MAX_CACHED_REPLIES = 100_000
+
+# Verdicts that do not depend on the time (grace periods do) nor on headers
+# (RCPT has none): their reply can be kept until the index changes. Unknown
+# tokens are left out, so that a guesser cannot fill the cache.
+TIMELESS_REASONS = frozenset(
+    {Reason.ROLE, Reason.OPEN, Reason.BLOCKED, Reason.KNOWN, Reason.OUTSIDER}
+)
 JUNK_FOLDER = "Junk"
 
 # Rejections a token guesser earns: they count for the tarpit.
@@ -105,6 +114,13 @@ class FilterHandler:
         self.domains = domains
         self.tarpit = tarpit
         self.clock = clock
+        # RCPT replies by (recipient, sender), while the index is unchanged.
+        index_of_judge = judge.index
+        self._cached = (
+            index_of_judge if isinstance(index_of_judge, CachedIndex) else None
+        )
+        self._replies: dict[tuple[str, str], str | None] = {}
+        self._replies_generation = -1
 
     async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
         self,
@@ -157,17 +173,37 @@ class FilterHandler:
     async def _rcpt_reply(self, address: str, mail_from: str) -> str | None:
         if not is_local(address, self.domains):
             return REPLY_NOT_LOCAL
+        key = (address.lower(), mail_from.lower())
         try:
-            verdict = await asyncio.to_thread(
-                self.judge.judge, Mail(address, mail_from), self.clock()
-            )
+            # Inline, not in a thread: with a CachedIndex (lookup.py) this is
+            # a dict lookup, or one local read that never waits on a writer.
+            if self._replies_valid() and key in self._replies:
+                return self._replies[key]
+            verdict = self.judge.judge(Mail(address, mail_from), self.clock())
         except (sqlite3.Error, SegcardError) as exc:
             log.warning("cannot judge a recipient: %s", exc)
             return REPLY_CHECK_FAILED
         reply = rcpt_reply(verdict)
-        uid = verdict.contact.uid if verdict.contact else "-"
-        log.debug("RCPT for contact %s: %s (%s)", uid, verdict.action, verdict.reason)
+        if verdict.reason in TIMELESS_REASONS and self._cached is not None:
+            if len(self._replies) >= MAX_CACHED_REPLIES:
+                self._replies.clear()
+            self._replies[key] = reply
+        if log.isEnabledFor(logging.DEBUG):
+            uid = verdict.contact.uid if verdict.contact else "-"
+            log.debug(
+                "RCPT for contact %s: %s (%s)", uid, verdict.action, verdict.reason
+            )
         return reply
+
+    def _replies_valid(self) -> bool:
+        """Whether the cached RCPT replies still hold (the index unchanged)."""
+        if self._cached is None:
+            return False
+        generation = self._cached.generation()
+        if generation != self._replies_generation:
+            self._replies.clear()
+            self._replies_generation = generation
+        return True
 
     async def _strike(self, session: Session, reply: str) -> str:
         """Count a bad recipient against the client; slow it down or drop it."""

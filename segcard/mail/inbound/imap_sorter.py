@@ -322,7 +322,7 @@ class Sorter:
         if recipient is None:
             return None
         return_path = addresses(message, "return-path")
-        mail = read_mail(header, recipient, return_path[0] if return_path else "")
+        mail = read_mail(message, recipient, return_path[0] if return_path else "")
         if self._seen_before(mail):
             return None
         return self.judge.judge(mail, at), mail, is_automatic(message)

@@ -15,6 +15,7 @@ from segcard.mail.inbound import local_domains
 from segcard.mail.inbound.delivery import make_delivery
 from segcard.mail.inbound.filter import FilterHandler, SmtpFilter
 from segcard.mail.inbound.imap_sorter import ImapSorter, make_sorter
+from segcard.mail.inbound.lookup import CachedIndex
 from segcard.mail.inbound.notice import Notifier
 from segcard.mail.inbound.tarpit import Tarpit
 from segcard.mail.spool import Spool
@@ -30,7 +31,9 @@ class InboundService:
     def __init__(self, app: App, spool: Spool | None = None) -> None:
         self.app = app
         self.spool = spool
-        self.judge = Judge(app.config, app.index)
+        # Verdicts read through their own cached connection (lookup.py);
+        # what they teach is recorded through the app's index.
+        self.judge = Judge(app.config, CachedIndex(app.paths.index))
         self.filter: SmtpFilter | None = None
         self.sorter: ImapSorter | None = None
         self._stopping = asyncio.Event()

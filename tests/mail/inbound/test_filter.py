@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import smtplib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
+from segcard.book.verdict import Judge
 from segcard.mail.headers import split_message
 from segcard.mail.inbound import local_domains
 from segcard.mail.inbound.annotate import note_allowed
@@ -22,7 +24,10 @@ from segcard.mail.inbound.delivery import (
     SmtpDelivery,
 )
 from segcard.mail.inbound.filter import FilterHandler, SmtpFilter
+from segcard.mail.inbound.lookup import CachedIndex
 from segcard.mail.inbound.tarpit import Tarpit
+from segcard.segment import State
+from segcard.store.index import now
 from tests.mail._corpus import mail_files, require_corpus
 from tests.mail.inbound.conftest import ANN, STRANGER, TOM, Book, LoopThread
 
@@ -120,6 +125,38 @@ def test_rcpt_reply_for_addresses_without_a_segment(
 ) -> None:
     """Role addresses are taken, no token is unknown, other domains refused."""
     assert rcpt(running, address, STRANGER) == reply
+
+
+def test_cached_verdicts_follow_changes_to_the_index(
+    loop_thread: LoopThread, book: Book, maildir: Path
+) -> None:
+    """With the cached index, a contact blocked from elsewhere (the CLI, the
+    sync) is refused at the next RCPT, and accepted again once unblocked."""
+    cached = CachedIndex(book.index.path)
+    domains = local_domains(book.config)
+    delivery = MaildirDelivery(maildir)
+    handler = FilterHandler(
+        Judge(book.config, cached), book.index, delivery, domains, no_tarpit()
+    )
+    server = SmtpFilter(handler, "127.0.0.1", 0)
+    loop_thread.run(server.start(hostname="filter.test"))
+    tom = book.index.get("tom")
+    assert tom is not None and tom.segment is not None
+    blocked = replace(tom, segment=tom.segment.with_state(State.BLOCKED, now()))
+    try:
+        with smtplib.SMTP("127.0.0.1", server.port) as smtp:
+            smtp.ehlo("client.test")
+            smtp.mail(TOM)
+            codes = [smtp.rcpt(book.tom)[0], smtp.rcpt(book.tom)[0]]
+            book.index.put(blocked, "card")
+            codes.append(smtp.rcpt(book.tom)[0])
+            book.index.put(tom, "card")
+            codes.append(smtp.rcpt(book.tom)[0])
+    finally:
+        loop_thread.run(server.stop())
+        cached.close()
+
+    assert codes == [250, 250, 550, 250]
 
 
 def test_redirect_names_only_the_new_address(running: Filter, book: Book) -> None:
