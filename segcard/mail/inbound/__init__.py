@@ -7,6 +7,7 @@ message the verdict looks at are read from its raw header.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from segcard.address import normalize_email, split_address
@@ -18,6 +19,12 @@ from segcard.mail.headers import (
     msg_ids,
     parse_address_list,
     split_message,
+)
+
+# One address and nothing else, in angle brackets or not: an addr-spec with
+# no phrase, comment, quoting or route (RFC 5322 3.4.1).
+_BARE_ADDRESS_RE = re.compile(
+    r"\s*<?([^\s<>()\[\],;:\\\"@]+@[^\s<>()\[\],;:\\\"@]+)>?\s*"
 )
 
 # Verdicts whose note the user should see in the message itself; the
@@ -67,9 +74,12 @@ def addresses(message: Message, key: str) -> list[str]:
     found = []
     for field in message.get_all(key):
         value = decode_text(field.unfolded)
-        found += [
-            normalize_email(m.address) for m in parse_address_list(value).mailboxes
-        ]
+        bare = _BARE_ADDRESS_RE.fullmatch(value)
+        if bare:  # Delivered-To and the like: no need for the full parser
+            found.append(normalize_email(bare.group(1)))
+            continue
+        mailboxes = parse_address_list(value).mailboxes
+        found += [normalize_email(m.address) for m in mailboxes]
     return [a for a in found if "@" in a]
 
 

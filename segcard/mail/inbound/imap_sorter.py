@@ -65,11 +65,7 @@ HEADER_FIELDS = (
     *("to", "cc", "from", "return-path", "list-id", "message-id"),
     *("references", "in-reply-to", "auto-submitted", "precedence"),
 )
-FETCH = [
-    "FLAGS",
-    "INTERNALDATE",
-    f"BODY.PEEK[HEADER.FIELDS ({' '.join(HEADER_FIELDS).upper()})]",
-]
+FETCH = ["FLAGS", f"BODY.PEEK[HEADER.FIELDS ({' '.join(HEADER_FIELDS).upper()})]"]
 BATCH = 500  # UIDs per FETCH
 IDLE_TIMEOUT = 600.0  # RFC 2177: re-issue IDLE well before 29 minutes
 CLOCK_SKEW = 3600  # seconds a server's INTERNALDATE may lag our clock
@@ -153,12 +149,15 @@ def find_recipient(
 ) -> str | None:
     """The segment address *message* came in on, by the rule in the module
     docstring, or None."""
-    ordered = [a for key in RECIPIENT_FIELDS for a in addresses(message, key)]
-    ordered += addresses(message, "to") + addresses(message, "cc")
-    local = [a for a in ordered if is_local(a, domains)]
-    with_token = [a for a in local if template.parse(a)]
-    found = with_token or local
-    return found[0] if found else None
+    first_local = None
+    for key in (*RECIPIENT_FIELDS, "to", "cc"):
+        for address in addresses(message, key):
+            if not is_local(address, domains):
+                continue
+            if template.parse(address):
+                return address
+            first_local = first_local or address
+    return first_local
 
 
 class Sorter:
@@ -288,7 +287,9 @@ class Sorter:
 
     def _sort_batch(self, uids: list[int], outcome: Outcome) -> None:
         assert self.client is not None and self.place is not None
-        fetched = self.client.fetch(uids, FETCH)
+        # INTERNALDATE only matters in a rescan, and costs time to parse.
+        items = [*FETCH, "INTERNALDATE"] if self.place.rescan else FETCH
+        fetched = self.client.fetch(uids, items)
         at = self.clock()
         plan: list[tuple[int, Verdict, Mail, bool]] = []
         for uid in uids:
