@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from segcard.address import normalize_email, split_address
+from segcard.address import Template, normalize_email, split_address
 from segcard.book.verdict import Action, Mail, Reason, Verdict
 from segcard.config import Config
 from segcard.mail.headers import (
@@ -20,6 +20,9 @@ from segcard.mail.headers import (
     parse_address_list,
     split_message,
 )
+
+# Where an MTA or MDA writes the address a message was delivered to.
+RECIPIENT_FIELDS = ("delivered-to", "x-original-to", "envelope-to")
 
 # One address and nothing else, in angle brackets or not: an addr-spec with
 # no phrase, comment, quoting or route (RFC 5322 3.4.1).
@@ -60,6 +63,24 @@ def read_mail(raw: bytes | Message, recipient: str, mail_from: str = "") -> Mail
         references=tuple(_references(message)),
         message_id=_message_id(message),
     )
+
+
+def find_recipient(
+    message: Message, template: Template, domains: frozenset[str]
+) -> str | None:
+    """The segment address *message* came in on, or None: the first address
+    on *domains* with a token, looking at the envelope fields (Delivered-To,
+    X-Original-To, Envelope-To) first, then To and Cc; else the first
+    address on *domains*."""
+    first_local = None
+    for key in (*RECIPIENT_FIELDS, "to", "cc"):
+        for address in addresses(message, key):
+            if not is_local(address, domains):
+                continue
+            if template.parse(address):
+                return address
+            first_local = first_local or address
+    return first_local
 
 
 def visible_note(verdict: Verdict) -> str:

@@ -29,26 +29,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import imaplib
-import json
 import logging
 import socket
 import sqlite3
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
-from segcard.address import Template
 from segcard.book.verdict import Action, Judge, Mail, Verdict, record
-from segcard.config import Config, is_loopback
-from segcard.errors import ConfigError, SegcardError
-from segcard.mail.headers import Message, split_message
-from segcard.mail.inbound import addresses, is_local, local_domains, read_mail
+from segcard.config import Config
+from segcard.errors import SegcardError
+from segcard.mail.headers import split_message
+from segcard.mail.inbound import (
+    RECIPIENT_FIELDS,
+    addresses,
+    find_recipient,
+    local_domains,
+    read_mail,
+)
+from segcard.mail.inbound.imap_settings import ImapSettings, Place
 from segcard.mail.inbound.notice import is_automatic, wanted
 from segcard.store.index import Index, now
 
@@ -59,7 +63,6 @@ KEYWORD_JUNK = "$SegcardJunk"
 KEYWORD_REDIRECT = "$SegcardRedirect"
 KEYWORDS = frozenset({KEYWORD_WARN, KEYWORD_JUNK, KEYWORD_REDIRECT})
 
-RECIPIENT_FIELDS = ("delivered-to", "x-original-to", "envelope-to")
 HEADER_FIELDS = (
     *RECIPIENT_FIELDS,
     *("to", "cc", "from", "return-path", "list-id", "message-id"),
@@ -76,63 +79,6 @@ Notify = Callable[[Verdict, Mail, int], object]
 ERRORS = (imaplib.IMAP4.error, IMAPClientError, OSError, sqlite3.Error, SegcardError)
 
 
-@dataclass(frozen=True)
-class ImapSettings:
-    """Where the mailbox is and how to sort it."""
-
-    host: str
-    port: int
-    tls: str  # "ssl" (imaps://), "starttls", or "none" (loopback only)
-    username: str
-    password: str = field(repr=False)
-    junk_folder: str = "Junk"
-    mailbox: str = "INBOX"
-    poll_interval: float = 60.0
-
-    @classmethod
-    def from_config(cls, config: Config) -> ImapSettings:
-        """Settings from ``imap.*``; imaps:// is TLS, imap:// is STARTTLS
-        except on loopback, where it may be plain."""
-        url = urlsplit(config["imap.url"])
-        if url.scheme not in ("imap", "imaps") or not url.hostname:
-            raise ConfigError(f"imap.url: {config['imap.url']!r} is no imap(s):// URL")
-        host = url.hostname
-        plain_ok = url.scheme == "imap" and is_loopback(host)
-        tls = "ssl" if url.scheme == "imaps" else ("none" if plain_ok else "starttls")
-        return cls(
-            host=host,
-            port=url.port or (993 if url.scheme == "imaps" else 143),
-            tls=tls,
-            username=config["imap.username"],
-            password=config.secret("imap"),
-            junk_folder=config["imap.junk_folder"],
-            poll_interval=float(config["imap.poll_interval"]),
-        )
-
-
-@dataclass
-class Place:
-    """Where the sorter stands in the mailbox."""
-
-    uidvalidity: int
-    last_uid: int
-    since: float  # when the sorter first watched this mailbox
-    rescan: bool = False  # after a UIDVALIDITY change: skip older mail
-
-    def dump(self) -> str:
-        return json.dumps(
-            {"uidvalidity": self.uidvalidity, "last_uid": self.last_uid}
-            | {"since": self.since, "rescan": self.rescan}
-        )
-
-    @classmethod
-    def load(cls, text: str | None) -> Place | None:
-        if not text:
-            return None
-        data = json.loads(text)
-        return cls(data["uidvalidity"], data["last_uid"], data["since"], data["rescan"])
-
-
 @dataclass
 class Outcome:
     """What one pass did, for logs and tests."""
@@ -142,22 +88,6 @@ class Outcome:
     warned: int = 0
     redirected: int = 0
     skipped: int = 0
-
-
-def find_recipient(
-    message: Message, template: Template, domains: frozenset[str]
-) -> str | None:
-    """The segment address *message* came in on, by the rule in the module
-    docstring, or None."""
-    first_local = None
-    for key in (*RECIPIENT_FIELDS, "to", "cc"):
-        for address in addresses(message, key):
-            if not is_local(address, domains):
-                continue
-            if template.parse(address):
-                return address
-            first_local = first_local or address
-    return first_local
 
 
 class Sorter:
@@ -453,3 +383,14 @@ def make_sorter(
     """The IMAP sorter the config asks for."""
     settings = ImapSettings.from_config(config)
     return ImapSorter(Sorter(settings, judge, index, local_domains(config), notify))
+
+
+__all__ = [
+    "KEYWORDS",
+    "ImapSettings",
+    "ImapSorter",
+    "Place",
+    "Sorter",
+    "find_recipient",
+    "make_sorter",
+]

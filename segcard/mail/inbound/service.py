@@ -33,7 +33,8 @@ class InboundService:
         self.spool = spool
         # Verdicts read through their own cached connection (lookup.py);
         # what they teach is recorded through the app's index.
-        self.judge = Judge(app.config, CachedIndex(app.paths.index))
+        self.cached = CachedIndex(app.paths.index)
+        self.judge = Judge(app.config, self.cached)
         self.filter: SmtpFilter | None = None
         self.sorter: ImapSorter | None = None
         self._stopping = asyncio.Event()
@@ -95,3 +96,4 @@ class InboundService:
             self.sorter.sorter.interrupt()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._sorter_task, STOP_TIMEOUT)
+        self.cached.close()
