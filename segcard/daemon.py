@@ -15,6 +15,7 @@ from typing import Protocol
 from segcard import config as configuration
 from segcard.app import App
 from segcard.book import rotation
+from segcard.control.server import ControlServer
 from segcard.errors import ConfigError, SegcardError
 from segcard.mail.inbound.service import InboundService
 from segcard.mail.submission import MailService
@@ -110,6 +111,7 @@ class Daemon:
         mail = MailService(self.app)
         yield mail
         yield InboundService(self.app, mail.spool)
+        yield ControlServer.for_app(self.app)
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT; SIGHUP reloads the config in between."""
@@ -161,6 +163,7 @@ class Daemon:
                 found[name] = config[key]
         if config["imap.url"]:
             found["imap sorter"] = config["imap.url"]
+        found["control socket"] = str(self.app.paths.control_socket)
         return found
 
     async def stop_services(self) -> None:

@@ -378,6 +378,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(config_path(args), args.verbose)
 
 
+# -- Thunderbird ------------------------------------------------------------
+
+
+def cmd_native_host(args: argparse.Namespace) -> int:
+    from segcard.control.native_host import main as host_main
+
+    return host_main(config_path(args))
+
+
+def cmd_install_thunderbird(args: argparse.Namespace) -> int:
+    from segcard.control import install
+
+    path = config_path(args).resolve()
+    data_dir = configuration.load(path).data.root
+    if args.uninstall:
+        removed = install.uninstall(data_dir)
+        print("\n".join(f"removed {p}" for p in removed) or "nothing to remove")
+        return 0
+    done = install.install(path, data_dir)
+    print(f"host manifest: {done.manifest}")
+    if done.registry_key:
+        print(f"registry key:  HKEY_CURRENT_USER\\{done.registry_key}")
+    print(f"host launcher: {done.launcher}")
+    print(f"add-on:        {done.xpi}")
+    print(
+        "\nIn Thunderbird: Add-ons and Themes, gear menu, Install Add-on From File,"
+        " and choose the add-on above. 'segcard serve' must run for it to work."
+    )
+    return 0
+
+
 COMMANDS = {
     "init": cmd_init,
     "add": cmd_add,
@@ -398,4 +429,6 @@ COMMANDS = {
     "queue": cmd_queue,
     "check": cmd_check,
     "announce": cmd_announce,
+    "native-host": cmd_native_host,
+    "install-thunderbird": cmd_install_thunderbird,
 }

@@ -98,3 +98,15 @@ def add_commands(subparsers: Any) -> None:
     announce.add_argument(
         "--dry-run", action="store_true", help="print what would go to whom"
     )
+
+    host = _cmd(
+        subparsers, "native-host", "link to the Thunderbird add-on (it starts this)"
+    )
+    host.add_argument("browser_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    thunderbird = _cmd(
+        subparsers, "install-thunderbird", "register the add-on's link and build it"
+    )
+    thunderbird.add_argument(
+        "--uninstall", action="store_true", help="remove what it wrote"
+    )
