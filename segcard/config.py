@@ -88,6 +88,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("imap.password", str, "", "IMAP password (prefer the command)", True),
     Option("imap.junk_folder", str, "Junk", "folder for junk and rejected mail"),
     Option("imap.poll_interval", int, 60, "seconds between polls without IDLE"),
+    Option("pop3.listen", str, "", "POP3 proxy host:port; empty: off"),
+    Option("pop3.upstream", str, "", "pop3s://host:port of the real mailbox"),
+    Option("pop3.username", str, "", "upstream POP3 user"),
+    Option("pop3.password_command", str, "", "command printing the password"),
+    Option("pop3.password", str, "", "POP3 password (prefer the command)", True),
+    Option("pop3.ca_file", str, "", "CA file to trust for the upstream's TLS"),
+    Option("pop3.delete_upstream", bool, False, "delete quarantined mail upstream"),
+    Option("pop3.tls_cert", str, "", "certificate for STLS"),
+    Option("pop3.tls_key", str, "", "key for STLS"),
 )
 
 _BY_KEY = {o.key: o for o in OPTIONS}
@@ -189,7 +198,7 @@ def _check_values(values: dict[str, Any]) -> list[str]:
         problems.append("user: use lower-case letters, digits, '.', '_' or '-'")
     if not re.fullmatch(r"[a-z0-9.-]+\.[a-z0-9-]+", values["domain"].lower()):
         problems.append(f"domain: {values['domain']!r} is not a domain name")
-    for key in ("submission.listen", "inbound.smtp_listen"):
+    for key in ("submission.listen", "inbound.smtp_listen", "pop3.listen"):
         if values[key]:
             try:
                 parse_hostport(values[key])

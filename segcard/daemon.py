@@ -18,6 +18,7 @@ from segcard.book import rotation
 from segcard.control.server import ControlServer
 from segcard.errors import ConfigError, SegcardError
 from segcard.mail.inbound.service import InboundService
+from segcard.mail.pop3.server import Pop3Service
 from segcard.mail.submission import MailService
 from segcard.store.index import now
 
@@ -111,6 +112,8 @@ class Daemon:
         mail = MailService(self.app)
         yield mail
         yield InboundService(self.app, mail.spool)
+        if self.app.config["pop3.listen"]:
+            yield Pop3Service(self.app, mail.spool)
         yield ControlServer.for_app(self.app)
 
     async def run(self) -> None:
