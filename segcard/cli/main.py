@@ -36,7 +36,10 @@ def setup_logging(verbose: int) -> None:
         datefmt="%H:%M:%S",
     )
     if verbose < 2:
-        for noisy in ("caldav", "niquests", "urllib3", "aiohttp", "xandikos"):
+        for noisy in (
+            "caldav", "niquests", "urllib3", "aiohttp", "xandikos", "dulwich",
+            "aiosmtpd", "mail.log", "imapclient",
+        ):  # fmt: skip
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
