@@ -240,3 +240,118 @@ def test_serve_end_to_end_with_the_smtp_filter(world: World, corpus: Path) -> No
     leaks = cli("leaks").out
     assert "running" in status and "smtp filter" in status
     assert "Tom Smith" in leaks and "evil.example" in leaks
+
+
+# -- the same story with the IMAP sorter on a real Dovecot --------------------
+
+
+def imap_message(rcpt: str, sender: str, subject: str) -> bytes:
+    return (
+        f"Delivered-To: {rcpt}\r\nFrom: <{sender}>\r\nTo: <{rcpt}>\r\n"
+        f"Subject: {subject}\r\nMessage-ID: <{subject.replace(' ', '.')}@t>\r\n"
+        "\r\nHello\r\n"
+    ).encode()
+
+
+def mailbox(server, name: str) -> dict[str, set[str]]:  # type: ignore[no-untyped-def]
+    """Subject -> flags of the messages in folder *name*."""
+    from imapclient import IMAPClient
+
+    from tests.dovecot import PASSWORD, USER
+
+    with IMAPClient("127.0.0.1", server.port, ssl=False, timeout=30) as imap:
+        imap.login(USER, PASSWORD)
+        if not imap.folder_exists(name):
+            return {}
+        imap.select_folder(name, readonly=True)
+        uids = imap.search(["NOT", "DELETED"])
+        found = imap.fetch(uids, ["FLAGS", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])
+    return {
+        data[b"BODY[HEADER.FIELDS (SUBJECT)]"].decode().split(":", 1)[1].strip(): {
+            f.decode() for f in data[b"FLAGS"]
+        }
+        for data in found.values()
+    }
+
+
+def append(server, *messages: bytes) -> None:  # type: ignore[no-untyped-def]
+    from imapclient import IMAPClient
+
+    from tests.dovecot import PASSWORD, USER
+
+    with IMAPClient("127.0.0.1", server.port, ssl=False, timeout=30) as imap:
+        imap.login(USER, PASSWORD)
+        for data in messages:
+            imap.append("INBOX", data)
+
+
+@pytest.fixture
+def dovecot():  # type: ignore[no-untyped-def]
+    from tests.dovecot import Dovecot, require_dovecot
+
+    require_dovecot()
+    server = Dovecot()
+    server.start()
+    yield server
+    server.stop()
+    server.cleanup()
+
+
+def test_imap_sorter_end_to_end(segcard: Segcard, tmp_path: Path, dovecot) -> None:  # type: ignore[no-untyped-def]
+    """With the IMAP sorter: mail is sorted by verdict, across a restart."""
+    from tests.dovecot import PASSWORD, USER
+
+    sink = Sink().start()
+    submission = free_port()
+    result = segcard(
+        "init", "--user", "john", "--domain", "john.example",
+        "--identity", "john@john.example",
+        "--submission", f"127.0.0.1:{submission}", "--upstream", sink.url,
+        "--imap", f"imap://127.0.0.1:{dovecot.port}", "--imap-user", USER,
+        "--imap-password-command", f"printf {PASSWORD}",
+        "--data-dir", str(tmp_path / "data"),
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    log = open(tmp_path / "serve.log", "a")  # noqa: SIM115
+
+    def start() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "segcard.cli.main", "-v", "serve"],
+            env=segcard.env, stdout=subprocess.DEVNULL, stderr=log, text=True,
+        )  # fmt: skip
+        assert wait_for(lambda: port_open(submission))
+        return proc
+
+    proc = start()
+    try:
+        tom = segcard("add", "Tom Smith", "--email", TOM).out.strip()
+        bank = segcard("add", "Bank").out.strip()
+        segcard("block", "Bank")
+        unknown = tom.replace(tom.split("-")[-1].split("@")[0], "zzzzzzzzz")
+        append(
+            dovecot,
+            imap_message(tom, TOM, "from Tom"),
+            imap_message(tom, STRANGER, "leaked"),
+            imap_message(unknown, STRANGER, "guess"),
+        )
+        assert wait_for(lambda: "guess" in mailbox(dovecot, "Junk"))
+
+        proc.terminate()
+        proc.wait(60)
+        append(dovecot, imap_message(bank, "bank@bank.example", "blocked"))
+        proc = start()
+        assert wait_for(lambda: "blocked" in mailbox(dovecot, "Junk"))
+        time.sleep(2)
+
+        inbox, junk = mailbox(dovecot, "INBOX"), mailbox(dovecot, "Junk")
+        assert set(inbox) == {"from Tom", "leaked"}
+        assert set(junk) == {"guess", "blocked"}
+        assert "$SegcardWarn" in inbox["leaked"]
+        assert "$SegcardWarn" not in inbox["from Tom"]
+        assert "evil.example" in segcard("leaks").out
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        log.close()
+        sink.stop()
+        print((tmp_path / "serve.log").read_text()[-5000:])
