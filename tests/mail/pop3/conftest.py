@@ -82,17 +82,13 @@ def put(server: Dovecot, *messages: bytes) -> None:
 
 def upstream(server: Dovecot) -> dict[str, bytes]:
     """UIDL -> message of everything upstream, read from Dovecot directly."""
-    pop = poplib.POP3("127.0.0.1", server.pop3_port, timeout=TIMEOUT)
+    client = RawClient(server.pop3_port)
     try:
-        pop.user(USER)
-        pop.pass_(PASSWORD)
-        found = {}
-        for line in pop.uidl()[1]:
-            number, uidl = line.decode().split()
-            found[uidl] = retr_lines(pop, int(number))
-        return found
+        client.login(USER, PASSWORD)
+        return client.messages()
     finally:
-        pop.quit()
+        client.command("QUIT")
+        client.close()
 
 
 def retr_lines(pop: poplib.POP3, number: int) -> bytes:
@@ -126,15 +122,15 @@ class Proxy:
         return pop
 
     def raw(self) -> RawClient:
-        return RawClient(socket.create_connection(("127.0.0.1", self.port), TIMEOUT))
+        return RawClient(self.port)
 
 
 class RawClient:
-    """A line-level client, for what poplib cannot send."""
+    """A line-level client, for what poplib cannot send or keep exactly."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.file = sock.makefile("rb")
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), TIMEOUT)
+        self.file = self.sock.makefile("rb")
         self.greeting = self.line()
 
     def send(self, data: bytes) -> None:
@@ -156,9 +152,19 @@ class RawClient:
             lines.append(line[1:] if line.startswith(b".") else line)
         return b"".join(lines)
 
-    def login(self) -> bytes:
-        self.command(f"USER {CLIENT_USER}")
-        return self.command(f"PASS {CLIENT_PASSWORD}")
+    def login(self, user: str = CLIENT_USER, password: str = CLIENT_PASSWORD) -> bytes:
+        self.command(f"USER {user}")
+        return self.command(f"PASS {password}")
+
+    def messages(self) -> dict[str, bytes]:
+        """UIDL -> message, byte for byte, of everything listed."""
+        self.command("UIDL")
+        listed = [line.split() for line in self.multiline().splitlines()]
+        found = {}
+        for number, uidl in listed:
+            self.command(b"RETR " + number)
+            found[uidl.decode()] = self.multiline()
+        return found
 
     def closed(self) -> bool:
         """Whether the server has ended the connection."""
