@@ -60,6 +60,10 @@ INIT_OPTIONS = {
     "imap_password_command": "imap.password_command",
     "junk_folder": "imap.junk_folder",
     "data_dir": "data_dir",
+    "pop3": "pop3.listen",
+    "pop3_upstream": "pop3.upstream",
+    "pop3_user": "pop3.username",
+    "pop3_password_command": "pop3.password_command",
 }
 
 
@@ -90,6 +94,10 @@ def write_config(path: Path, flat: dict[str, Any]) -> configuration.Config:
     data.ensure()
     make_credentials(data.embedded_credentials, "segcard")
     make_credentials(data.submission_credentials, config["user"] or "segcard")
+    if config["pop3.listen"]:
+        from segcard.mail.pop3.server import credentials_path
+
+        make_credentials(credentials_path(data), config["user"] or "segcard")
     return config
 
 
@@ -372,6 +380,27 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from segcard.mail.pop3.quarantine import Quarantine
+
+    quarantine = Quarantine(open_app(args).paths.quarantine)
+    if args.release:
+        entry = quarantine.release(args.release)
+        print(f"released {entry.id}: it comes with the next POP3 login")
+        return 0
+    entries = quarantine.entries()
+    if not entries:
+        print("the quarantine is empty")
+        return 0
+    rows = [
+        [e.id, when(int(e.received)), e.sender, e.subject, e.verdict.split(";")[0]]
+        for e in entries
+    ]
+    print(table(["id", "received", "from", "subject", "verdict"], rows))
+    print("\nRelease one for the next POP3 login: segcard quarantine --release ID")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from segcard.daemon import serve
 
@@ -431,4 +460,5 @@ COMMANDS = {
     "announce": cmd_announce,
     "native-host": cmd_native_host,
     "install-thunderbird": cmd_install_thunderbird,
+    "quarantine": cmd_quarantine,
 }

@@ -36,6 +36,10 @@ def add_commands(subparsers: Any) -> None:
     init.add_argument("--imap-user")
     init.add_argument("--imap-password-command")
     init.add_argument("--junk-folder")
+    init.add_argument("--pop3", help="POP3 proxy host:port for the mail client")
+    init.add_argument("--pop3-upstream", help="pop3s://host:port of the mailbox")
+    init.add_argument("--pop3-user")
+    init.add_argument("--pop3-password-command")
     init.add_argument("--data-dir", help="data dir (default: platform data dir)")
     init.add_argument("--force", action="store_true", help="overwrite a config")
 
@@ -90,6 +94,11 @@ def add_commands(subparsers: Any) -> None:
     queue.add_argument("--drop", metavar="ID", type=int, help="never send a copy")
 
     _cmd(subparsers, "check", "does the upstream accept segment addresses as sender?")
+
+    quarantine = _cmd(subparsers, "quarantine", "mail the POP3 proxy held back")
+    quarantine.add_argument(
+        "--release", metavar="ID", help="show it in the next POP3 session"
+    )
 
     announce = _cmd(subparsers, "announce", "tell contacts the address that is theirs")
     announce.add_argument(

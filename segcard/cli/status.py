@@ -89,10 +89,20 @@ def status_data(app: App) -> dict[str, Any]:
     inbound = {
         "smtp_filter": config["inbound.smtp_listen"] or None,
         "imap_sorter": config["imap.url"] or None,
+        "pop3_proxy": _pop3(app),
     }
     if any(inbound.values()):
         data["inbound"] = inbound
     return data
+
+
+def _pop3(app: App) -> str | None:
+    from segcard.mail.pop3.server import credentials_path
+
+    listen = app.config["pop3.listen"]
+    if not listen:
+        return None
+    return f"{listen} (password in {credentials_path(app.paths)})"
 
 
 def _first_line(path: os.PathLike[str]) -> str:
