@@ -18,6 +18,7 @@ from segcard.mail.headers import split_message
 from segcard.mail.inbound import local_domains
 from segcard.mail.inbound.annotate import note_allowed
 from segcard.mail.inbound.delivery import (
+    Copy,
     Delivery,
     LmtpDelivery,
     MaildirDelivery,
@@ -263,6 +264,47 @@ def test_maildir_failure_defers_and_loses_nothing(
 
     assert exc.value.smtp_code == 451
     assert book.index.message("<m1@example.org>") is None
+
+
+def test_unreadable_index_defers_the_recipient(
+    loop_thread: LoopThread, book: Book, maildir: Path
+) -> None:
+    """When the index cannot be read the client is told to retry (451)."""
+    running = Filter(loop_thread, book, MaildirDelivery(maildir), no_tarpit())
+    book.index.close()  # the fault: every read now fails
+
+    try:
+        code, text = rcpt(running, book.tom, TOM)
+    finally:
+        running.stop()
+
+    assert (code, text) == (
+        451,
+        "4.3.0 Cannot check the recipient now; try again later",
+    )
+
+
+class BrokenDelivery:
+    """A delivery that fails in a way nobody planned for."""
+
+    async def deliver(self, mail_from: str, copies: list[Copy]) -> None:
+        raise RuntimeError("secret detail that must not reach the client")
+
+
+def test_unexpected_error_tells_the_client_only_to_retry(
+    loop_thread: LoopThread, book: Book
+) -> None:
+    """An unplanned failure gives 451 and no detail of it to the peer."""
+    running = Filter(loop_thread, book, BrokenDelivery(), no_tarpit())
+
+    try:
+        with running.client() as smtp, pytest.raises(smtplib.SMTPDataError) as exc:
+            smtp.sendmail(TOM, [book.tom], MESSAGE)
+    finally:
+        running.stop()
+
+    assert exc.value.smtp_code == 451
+    assert exc.value.smtp_error == b"4.3.0 Internal error; try again later"
 
 
 # -- next hops ---------------------------------------------------------------
