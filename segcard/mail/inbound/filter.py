@@ -278,7 +278,12 @@ class FilterSMTP(SMTP):
 
 
 class SmtpFilter:
-    """The SMTP filter as a service of the daemon's event loop."""
+    """The SMTP filter as a service of the daemon's event loop.
+
+    TODO: no STARTTLS yet, so a public MX receives in clear text. It needs
+    certificate and key options under ``inbound.`` and an SSL context passed
+    to aiosmtpd (``tls_context``), as the submission proxy does.
+    """
 
     def __init__(self, handler: FilterHandler, host: str, port: int) -> None:
         self.handler = handler
