@@ -69,6 +69,7 @@ ERR_TLS_FIRST = "send STLS first: passwords are taken only over TLS"
 
 _DOT_RE = re.compile(rb"^\.", re.MULTILINE)
 _LINE_RE = re.compile(rb"[^\n]*\n|[^\n]+")
+_SHOWN_RE = re.compile(r"[A-Za-z0-9_-]{1,20}")
 
 
 class BadCommand(Exception):
@@ -518,7 +519,7 @@ def top(data: bytes, lines: int) -> bytes:
 
 def _shown(word: str) -> str:
     """*word* fit to be echoed in a reply, or a stand-in."""
-    return word if word.isascii() and word.isalnum() and len(word) <= 16 else "(?)"
+    return word if _SHOWN_RE.fullmatch(word) else "(?)"
 
 
 # -- the service -------------------------------------------------------------------
