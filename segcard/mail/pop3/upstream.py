@@ -27,7 +27,7 @@ from segcard.mail.pop3 import Channel, LineTooLong
 log = logging.getLogger(__name__)
 
 TIMEOUT = 60.0  # seconds for one reply (RFC 1939 3: servers wait 10 minutes)
-MAX_LINE = 16 * 1024 * 1024  # one line of a message; past it the fetch fails
+MAX_LINE = 16 * 1024 * 1024  # one line of a message; past it, it stays upstream
 TERMINATORS = (b".\r\n", b".\n")
 
 
@@ -245,7 +245,11 @@ class Upstream:
 
     async def _status(self) -> tuple[bool, str]:
         """(+OK?, text) of one status line."""
-        line = (await self._readline()).decode("utf-8", "replace").rstrip("\r\n")
+        try:
+            raw = await self._readline()
+        except LineTooLong as exc:
+            raise UpstreamError(f"{self.settings.host}: {exc}") from exc
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if line.startswith("+OK"):
             return True, line[3:].strip()
         if line.startswith("-ERR"):
@@ -259,19 +263,30 @@ class Upstream:
         return text
 
     async def _lines(self) -> list[bytes]:
-        """The lines of a multi-line reply, dot-stuffing undone, endings kept."""
+        """The lines of a multi-line reply, dot-stuffing undone, endings kept.
+
+        A line over :data:`MAX_LINE` is skipped to the end of the reply,
+        which then fails alone: the session goes on.
+        """
         lines: list[bytes] = []
+        too_long = False
         while True:
-            line = await self._readline()
+            try:
+                line = await self._readline()
+            except LineTooLong:
+                too_long = True
+                continue
             if line in TERMINATORS:
-                return lines
+                break
             lines.append(line[1:] if line.startswith(b".") else line)
+        if too_long:
+            raise Refused(f"a line of the reply is over {MAX_LINE} octets")
+        return lines
 
     async def _readline(self) -> bytes:
+        """One line; :class:`LineTooLong` (already skipped) passes through."""
         try:
             line = await asyncio.wait_for(self.channel.readline(), TIMEOUT)
-        except LineTooLong as exc:
-            raise UpstreamError(f"{self.settings.host}: {exc}") from exc
         except (OSError, TimeoutError) as exc:
             raise UpstreamError(f"{self.settings.host}: {exc or 'timed out'}") from exc
         if not line:

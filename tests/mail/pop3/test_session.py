@@ -14,6 +14,7 @@ from segcard import config
 from segcard.errors import ConfigError
 from segcard.mail.headers import split_message
 from segcard.mail.inbound.annotate import note_allowed
+from segcard.mail.pop3 import upstream as upstream_module
 from segcard.mail.pop3.upstream import UpstreamSettings
 from tests.dovecot import PASSWORD, USER, Dovecot
 from tests.mail._corpus import mail_files, require_corpus
@@ -228,6 +229,24 @@ def test_deletions_wait_for_an_upstream_that_is_down_at_quit(
     assert seen == ["two"]
     [left] = upstream(dovecot).values()
     assert b"Subject: two" in left
+
+
+def test_message_with_an_overlong_line_stays_upstream_alone(
+    proxy: Proxy, dovecot: Dovecot, book: Book, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message with a line over the limit is left at the provider, and the
+    messages after it still come through."""
+    monkeypatch.setattr(upstream_module, "MAX_LINE", 2000)
+    put(
+        dovecot,
+        message(book.tom, TOM, "huge", body="x" * 3000 + "\r\n"),
+        message(book.tom, TOM, "fine"),
+    )
+
+    seen = subjects(proxy.client())
+
+    assert seen == ["fine"]
+    assert len(upstream(dovecot)) == 2
 
 
 def test_upstream_down_at_login_is_a_temporary_error(
