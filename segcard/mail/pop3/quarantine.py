@@ -7,6 +7,10 @@ the next POP3 login takes it into what the client sees. The folder is an
 ordinary Maildir, so a mail program can read it too, and moving a message
 into ``Released`` with one is a release as well.
 
+TODO: nothing ever empties the quarantine (nor drops the POP3 ledger rows
+of entries deleted from it); an expiry setting, applied at each POP3 login,
+would remove entries older than it.
+
 An entry's id is a short hash of its Maildir name (without the flags a
 mail program may add), so it stays the same while the file moves between
 ``new/`` and ``cur/``.

@@ -189,6 +189,9 @@ class Connection:
                 await self.send("-ERR autologout: idle for too long")
         except (OSError, ProtocolError) as exc:
             log.debug("%s: POP3 connection ended: %s", self.peer, exc)
+        except Exception:
+            # A bug must not pass silently, nor its text reach the client.
+            log.exception("%s: POP3 connection failed", self.peer)
         finally:
             if self.session is not None:
                 self.session.close()
