@@ -1,24 +1,32 @@
 """The durable spool: every accepted message and its plan of copies.
 
-Layout, in the spool dir:
-
-- ``msg/<id>.eml``: the message exactly as the client sent it, written once,
-  fsynced together with its directory;
-- ``spool.sqlite3``: one row per message and one per copy. A copy stores only
-  its own header block and the offset where the shared body starts in the
-  message file (the rewrite never touches the body), so ten copies of a
-  large message take the space of one.
+Everything lives in ``spool.sqlite3`` in the spool dir: one row per message
+holding the bytes exactly as the client sent them, and one row per copy. A
+copy stores only its own header block and the offset where the shared body
+starts in the message (the rewrite never touches the body), so ten copies
+of a large message take the space of one.
 
 Why SQLite and not a journal of JSON lines: each copy changes state on its
 own (queued, then sent, failed or dropped; a retry moves its next try), and
 those changes must be atomic and durable one by one while ``segcard queue``
 edits the same rows from another process. SQLite gives that with WAL and
-``synchronous=FULL`` (each commit is fsynced), with locking between
-processes, and without a compaction step a journal would need.
+``synchronous=FULL``, with locking between processes, and without a
+compaction step a journal would need.
 
-The order of writes makes acceptance crash-safe: the message file first,
-then the rows in one transaction. A file without rows was never
-acknowledged (no 250 went out) and is deleted by :meth:`Spool.recover`.
+Acceptance is one transaction holding the message and its copies, and its
+commit is the one fsync (of the WAL) before the 250: a crash before it
+leaves nothing, a crash after it loses nothing. A copy marked sent is
+committed without an fsync of its own: it survives a crash of segcard at
+once, and a crash of the machine with the next fsync (the next accepted
+message, or a checkpoint). Losing that mark to a power cut sends the copy
+again, which SMTP allows for anyway: the upstream may have taken a copy
+whose 250 never reached us.
+
+Reads (the relay's due copies and their bytes, ``segcard queue``) go
+through a connection of their own, so they never wait behind an fsync.
+
+Spools written before the bytes moved into the database keep them in
+``msg/<id>.eml``; those files are still read, purged and recovered.
 """
 
 from __future__ import annotations
@@ -31,13 +39,13 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from segcard.mail.headers import split_message
-from segcard.mail.maildir import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +54,8 @@ CREATE TABLE IF NOT EXISTS messages (
     id TEXT PRIMARY KEY,
     received_at REAL NOT NULL,
     peer TEXT,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    raw BLOB
 );
 CREATE TABLE IF NOT EXISTS copies (
     id INTEGER PRIMARY KEY,
@@ -83,7 +92,8 @@ COPY_COLUMNS = (
 
 # Rows of finished messages are kept this long for ``segcard queue --all``.
 KEEP_FINISHED = 7 * 86400
-# A message file without rows is removed once it is this old (see recover).
+# A message file (of an older spool) without rows is removed once it is this
+# old (see recover).
 ORPHAN_AGE = 3600.0
 
 
@@ -151,28 +161,39 @@ class Spool:
         self.messages_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(root, 0o700)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            str(root / "spool.sqlite3"), check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db = _connect(root / "spool.sqlite3")
         self._db.executescript(SCHEMA)
+        _add_raw_column(self._db)
+        self._read_lock = threading.Lock()
+        self._read_db = _connect(root / "spool.sqlite3")
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
+            self._read_db.close()
             self._db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction; fsynced at commit unless not *durable*."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
+
+    def _read(self, query: str, params: Sequence[object] = ()) -> list[Any]:
+        """The rows of one query on the reading connection."""
+        with self._read_lock:
+            return self._read_db.execute(query, params).fetchall()
 
     # -- accepting ----------------------------------------------------------
 
@@ -182,28 +203,24 @@ class Spool:
         copies: Sequence[NewCopy],
         smtputf8: bool = False,
         peer: str | None = None,
+        body_start: int | None = None,
     ) -> str:
         """Store *raw* and its copies durably; return the spool id.
 
         When this returns, a crash cannot lose the message: it is the point
-        after which the submission server may answer 250.
+        after which the submission server may answer 250. *body_start* is
+        where the body of *raw* starts, when the caller knows it already.
         """
         message = _new_id()
-        self._write_message(message, raw)
-        body_start = len(raw) - len(split_message(raw).body)
+        if body_start is None:
+            body_start = len(raw) - len(split_message(raw).body)
         now = time.time()
-        rows = []
-        for copy in copies:
-            header, offset = _split_copy(raw, body_start, copy.data)
-            utf8 = smtputf8 or not _ascii(copy.sender, *copy.rcpts)
-            rows.append(
-                (message, copy.sender, json.dumps(list(copy.rcpts)), copy.uid)
-                + (copy.token, copy.message_id, header, offset, int(utf8))
-                + (State.QUEUED.value, max(now, copy.not_before), now, now)
-            )
+        rows = [_copy_row(message, raw, body_start, c, smtputf8, now) for c in copies]
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO messages VALUES (?,?,?,?)", (message, now, peer, len(raw))
+                "INSERT INTO messages (id, received_at, peer, size, raw) "
+                "VALUES (?,?,?,?,?)",
+                (message, now, peer, len(raw), raw),
             )
             db.executemany(
                 "INSERT INTO copies (message, sender, rcpts, uid, token, "
@@ -214,84 +231,71 @@ class Spool:
         log.debug("spooled %s with %d copies", message, len(rows))
         return message
 
-    def _write_message(self, message: str, raw: bytes) -> None:
-        path = self._path(message)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fsync_dir(self.messages_dir)
-
     def _path(self, message: str) -> Path:
+        """Where an older spool kept the bytes of *message*."""
         return self.messages_dir / f"{message}.eml"
 
     # -- reading ------------------------------------------------------------
 
     def data(self, copy: Copy) -> bytes:
         """The bytes of *copy*: its header block and the shared body."""
-        with self._lock:
-            header, offset = self._db.execute(
-                "SELECT header, body_offset FROM copies WHERE id=?", (copy.id,)
-            ).fetchone()
-        raw = self._path(copy.message).read_bytes()
+        ((header, offset, raw),) = self._read(
+            "SELECT c.header, c.body_offset, m.raw FROM copies c "
+            "JOIN messages m ON m.id = c.message WHERE c.id=?",
+            (copy.id,),
+        )
+        if raw is None:  # an older spool, or a message already purged
+            raw = self._path(copy.message).read_bytes()
         return bytes(header) + raw[offset:]
 
     def get(self, copy_id: int) -> Copy | None:
-        with self._lock:
-            found = self._db.execute(
-                f"SELECT {COPY_COLUMNS} FROM copies WHERE id=?", (copy_id,)
-            ).fetchone()
-        return _copy(found) if found else None
+        found = self._read(f"SELECT {COPY_COLUMNS} FROM copies WHERE id=?", (copy_id,))
+        return _copy(found[0]) if found else None
 
     def copies(self, states: Iterable[State] | None = None) -> list[Copy]:
         """Copies in *states* (all when None), oldest first."""
         wanted = [s.value for s in (states or State)]
         marks = ",".join("?" * len(wanted))
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {COPY_COLUMNS} FROM copies WHERE state IN ({marks}) "
-                "ORDER BY id",
-                wanted,
-            ).fetchall()
+        rows = self._read(
+            f"SELECT {COPY_COLUMNS} FROM copies WHERE state IN ({marks}) ORDER BY id",
+            wanted,
+        )
         return [_copy(r) for r in rows]
 
-    def due(self, now: float, limit: int = 100) -> list[Copy]:
-        """Queued copies whose next try has come, soonest first."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {COPY_COLUMNS} FROM copies WHERE state=? AND next_try<=? "
-                "ORDER BY next_try, id LIMIT ?",
-                (State.QUEUED.value, now, limit),
-            ).fetchall()
+    def due(
+        self, now: float, limit: int = 100, exclude: Collection[int] = ()
+    ) -> list[Copy]:
+        """Queued copies whose next try has come, soonest first, but for the
+        copies in *exclude*."""
+        skip = ",".join("?" * len(exclude))
+        rows = self._read(
+            f"SELECT {COPY_COLUMNS} FROM copies WHERE state=? AND next_try<=? "
+            f"AND id NOT IN ({skip}) ORDER BY next_try, id LIMIT ?",
+            (State.QUEUED.value, now, *exclude, limit),
+        )
         return [_copy(r) for r in rows]
 
     def next_due(self) -> float | None:
         """When the next queued copy is due, or None when none waits."""
-        with self._lock:
-            found = self._db.execute(
-                "SELECT min(next_try) FROM copies WHERE state=?",
-                (State.QUEUED.value,),
-            ).fetchone()
-        return found[0]
+        ((found,),) = self._read(
+            "SELECT min(next_try) FROM copies WHERE state=?", (State.QUEUED.value,)
+        )
+        return float(found) if found is not None else None
 
     def counts(self) -> dict[State, int]:
         """How many copies are in each state."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT state, count(*) FROM copies GROUP BY state"
-            ).fetchall()
+        rows = self._read("SELECT state, count(*) FROM copies GROUP BY state")
         found = {State(s): n for s, n in rows}
         return {s: found.get(s, 0) for s in State}
 
     # -- changing -----------------------------------------------------------
 
     def mark_sent(self, copy_id: int) -> None:
-        """Record that the upstream took the copy; it is never sent again."""
-        self._set(copy_id, State.SENT, None)
+        """Record that the upstream took the copy; it is never sent again.
+
+        Not fsynced on its own (see the module docstring).
+        """
+        self._set(copy_id, State.SENT, None, durable=False)
 
     def fail(self, copy_id: int, error: str) -> None:
         """Record a final refusal."""
@@ -333,14 +337,19 @@ class Spool:
             return db.execute(query, params).rowcount
 
     def _set(
-        self, copy_id: int, state: State, error: str | None, queued: bool = False
+        self,
+        copy_id: int,
+        state: State,
+        error: str | None,
+        queued: bool = False,
+        durable: bool = True,
     ) -> bool:
         query = "UPDATE copies SET state=?, last_error=?, updated_at=? WHERE id=?"
         params: tuple[object, ...] = (state.value, error, time.time(), copy_id)
         if queued:
             query += " AND state=?"
             params += (State.QUEUED.value,)
-        with self._transaction() as db:
+        with self._transaction(durable) as db:
             changed = db.execute(query, params).rowcount
         return bool(changed)
 
@@ -355,32 +364,31 @@ class Spool:
 
     def warnings(self, limit: int = 20) -> list[Warning]:
         """The latest leak warnings, newest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, at, message_id, places FROM warnings "
-                "ORDER BY id DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
+        rows = self._read(
+            "SELECT id, at, message_id, places FROM warnings ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
         return [Warning(i, at, mid, json.loads(p)) for i, at, mid, p in rows]
 
     def warning_count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM warnings").fetchone()[0])
+        return int(self._read("SELECT count(*) FROM warnings")[0][0])
 
     # -- housekeeping -------------------------------------------------------
 
     def recover(self, min_age: float = ORPHAN_AGE) -> int:
         """Delete message files that were never acknowledged; return how many.
 
-        Only files older than *min_age* seconds: a younger one may belong to
-        an :meth:`accept` (of this or another process) still on its way.
+        Only an older spool wrote such files (a crash between the file and
+        its rows). Only files older than *min_age* seconds: a younger one may
+        belong to an accept of such a spool still on its way.
         """
         cutoff = time.time() - min_age
         candidates = [
             p for p in self.messages_dir.glob("*.eml") if p.stat().st_mtime < cutoff
         ]
-        with self._lock:
-            known = {r[0] for r in self._db.execute("SELECT id FROM messages")}
+        if not candidates:
+            return 0
+        known = {r[0] for r in self._read("SELECT id FROM messages")}
         removed = 0
         for path in candidates:
             if path.stem not in known:
@@ -391,19 +399,19 @@ class Spool:
         return removed
 
     def purge(self, now: float | None = None) -> int:
-        """Drop the files of finished messages, and old rows; return files gone."""
+        """Drop the bytes of finished messages, and old rows; return how many
+        messages lost their bytes."""
         now = time.time() if now is None else now
         finals = [s.value for s in FINAL]
-        with self._lock:
-            done = [
-                r[0]
-                for r in self._db.execute(
-                    "SELECT m.id FROM messages m WHERE NOT EXISTS (SELECT 1 FROM "
-                    "copies c WHERE c.message=m.id AND c.state NOT IN (?,?,?))",
-                    finals,
-                )
-            ]
-        removed = 0
+        done = [
+            r[0]
+            for r in self._read(
+                "SELECT m.id FROM messages m WHERE NOT EXISTS (SELECT 1 FROM "
+                "copies c WHERE c.message=m.id AND c.state NOT IN (?,?,?))",
+                finals,
+            )
+        ]
+        removed = self._drop_bytes(done)
         for message in done:
             path = self._path(message)
             if path.exists():
@@ -411,6 +419,19 @@ class Spool:
                 removed += 1
         self._forget_old(done, now - KEEP_FINISHED)
         return removed
+
+    def _drop_bytes(self, done: list[str]) -> int:
+        """Forget the bytes of the finished messages *done*; return how many."""
+        if not done:
+            return 0
+        with self._transaction() as db:
+            return sum(
+                db.execute(
+                    "UPDATE messages SET raw=NULL WHERE id=? AND raw IS NOT NULL",
+                    (message,),
+                ).rowcount
+                for message in done
+            )
 
     def _forget_old(self, done: list[str], cutoff: float) -> None:
         with self._transaction() as db:
@@ -421,6 +442,40 @@ class Spool:
                 if newest is None or newest < cutoff:
                     db.execute("DELETE FROM copies WHERE message=?", (message,))
                     db.execute("DELETE FROM messages WHERE id=?", (message,))
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A connection to the spool database: WAL, each commit fsynced."""
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA busy_timeout=10000")
+    return db
+
+
+def _add_raw_column(db: sqlite3.Connection) -> None:
+    """Give a spool made before the bytes moved into the database their column."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+    if "raw" not in columns:
+        db.execute("ALTER TABLE messages ADD COLUMN raw BLOB")
+
+
+def _copy_row(
+    message: str,
+    raw: bytes,
+    body_start: int,
+    copy: NewCopy,
+    smtputf8: bool,
+    now: float,
+) -> tuple[object, ...]:
+    """The copies row of *copy*, queued."""
+    header, offset = _split_copy(raw, body_start, copy.data)
+    utf8 = smtputf8 or not _ascii(copy.sender, *copy.rcpts)
+    return (
+        (message, copy.sender, json.dumps(list(copy.rcpts)), copy.uid)
+        + (copy.token, copy.message_id, header, offset, int(utf8))
+        + (State.QUEUED.value, max(now, copy.not_before), now, now)
+    )
 
 
 def _new_id() -> str:

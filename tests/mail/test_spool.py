@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from segcard.mail.spool import NewCopy, Spool, State
+from segcard.mail.spool import SCHEMA, NewCopy, Spool, State
 
 RAW = (
     b"From: John <john@john.example>\r\nTo: tom@example.org\r\nSubject: hi\r\n"
@@ -46,14 +47,47 @@ def test_accepted_copies_survive_reopening(tmp_path: Path) -> None:
     reopened.close()
 
 
+def stored(spool: Spool, query: str) -> list[tuple]:  # type: ignore[type-arg]
+    """Rows read from the spool database by a connection of the test's own."""
+    db = sqlite3.connect(spool.root / "spool.sqlite3")
+    try:
+        return db.execute(query).fetchall()
+    finally:
+        db.close()
+
+
 def test_copies_share_the_message_body_on_disk(spool: Spool) -> None:
-    """The body is stored once, in the message file; copies keep their header."""
+    """The body is stored once, with the message; copies keep their header."""
     spool.accept(RAW, [new_copy(), new_copy()])
 
-    files = list(spool.messages_dir.glob("*.eml"))
+    messages = stored(spool, "SELECT raw FROM messages")
+    headers = stored(spool, "SELECT header FROM copies")
 
-    assert [f.read_bytes() for f in files] == [RAW]
+    assert messages == [(RAW,)]
+    assert headers == [(COPY.split(b"\r\n\r\n")[0] + b"\r\n\r\n",)] * 2
     assert [spool.data(c) for c in spool.copies()] == [COPY, COPY]
+
+
+def test_accepting_writes_no_file_beside_the_database(spool: Spool) -> None:
+    """The message and its copies are one transaction: no file to fsync too."""
+    spool.accept(RAW, [new_copy()])
+
+    assert list(spool.messages_dir.iterdir()) == []
+
+
+def test_sent_mark_survives_a_crash_of_the_process(tmp_path: Path) -> None:
+    """A copy marked sent stays sent for a spool opened without a clean close."""
+    crashed = Spool(tmp_path / "spool")
+    crashed.accept(RAW, [new_copy()])
+    (copy,) = crashed.copies()
+    crashed.mark_sent(copy.id)
+
+    reopened = Spool(tmp_path / "spool")
+
+    assert reopened.get(copy.id).state == State.SENT  # type: ignore[union-attr]
+    assert reopened.due(time.time() + 1e6) == []
+    reopened.close()
+    crashed.close()
 
 
 def test_copy_with_a_different_body_is_stored_whole(spool: Spool) -> None:
@@ -154,17 +188,55 @@ def test_recover_deletes_files_that_were_never_acknowledged(spool: Spool) -> Non
     assert spool.data(spool.copies()[0]) == COPY
 
 
-def test_purge_deletes_the_file_of_a_finished_message(spool: Spool) -> None:
-    """When every copy is final the message file goes; a queued one keeps it."""
+def test_purge_drops_the_bytes_of_a_finished_message(spool: Spool) -> None:
+    """When every copy is final the message bytes go; a queued one keeps them."""
     done = spool.accept(RAW, [new_copy()])
     waiting = spool.accept(RAW, [new_copy()])
-    spool.mark_sent(spool.copies()[0].id)
+    first, second = spool.copies()
+    spool.mark_sent(first.id)
 
     assert spool.purge() == 1
 
-    names = sorted(p.stem for p in spool.messages_dir.glob("*.eml"))
-    assert names == [waiting]
-    assert done not in names
+    kept = stored(spool, "SELECT id, raw FROM messages ORDER BY id")
+    assert kept == sorted([(done, None), (waiting, RAW)])
+    assert spool.data(second) == COPY
+
+
+def older_spool(root: Path) -> str:
+    """A spool as segcard wrote it before the bytes moved into the database:
+    the message in msg/<id>.eml, rows without the bytes; its message id."""
+    (root / "msg").mkdir(parents=True)
+    db = sqlite3.connect(root / "spool.sqlite3")
+    db.executescript(SCHEMA.replace(",\n    raw BLOB", ""))
+    db.execute("INSERT INTO messages VALUES ('0-old', 1.0, 'peer', ?)", (len(RAW),))
+    body_offset = RAW.index(b"\r\n\r\n") + 4
+    db.execute(
+        "INSERT INTO copies (message, sender, rcpts, header, body_offset, smtputf8, "
+        "state, next_try, created_at, updated_at) VALUES "
+        "('0-old', 'a@john.example', '[\"t@example.org\"]', ?, ?, 0, 'queued', "
+        "1.0, 1.0, 1.0)",
+        (COPY[: COPY.index(b"\r\n\r\n") + 4], body_offset),
+    )
+    db.commit()
+    db.close()
+    (root / "msg" / "0-old.eml").write_bytes(RAW)
+    return "0-old"
+
+
+def test_older_spool_is_read_then_purged_from_its_files(tmp_path: Path) -> None:
+    """Copies of an older spool relay from their file, which purge removes."""
+    older_spool(tmp_path / "spool")
+    spool = Spool(tmp_path / "spool")
+    (copy,) = spool.due(time.time())
+
+    data = spool.data(copy)
+    spool.mark_sent(copy.id)
+    purged = spool.purge()
+
+    assert data == COPY
+    assert purged == 1
+    assert list((tmp_path / "spool" / "msg").iterdir()) == []
+    spool.close()
 
 
 def test_leak_warnings_are_kept_newest_first(spool: Spool) -> None:
