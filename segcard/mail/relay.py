@@ -1,9 +1,9 @@
 """The relay: takes spooled copies to the upstream submission server.
 
-A feeder hands due copies to a few workers; each worker keeps one
-connection to the upstream (aiosmtplib: smtp+starttls, smtps or plain
-smtp, with AUTH) while it has work, and records every outcome in the spool
-at once:
+A feeder hands due copies to a few workers, a batch at a time, read from
+the spool together with their bytes; each worker keeps one connection to
+the upstream (aiosmtplib: smtp+starttls, smtps or plain smtp, with AUTH)
+while it has work, and records every outcome in the spool at once:
 
 - accepted: the copy is marked sent and never goes out again;
 - 4xx, a dropped connection, a timeout: the copy waits for its next try,
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 SCHEMES = {"smtp+starttls": 587, "smtps": 465, "smtp": 25}
 POLL_SECONDS = 5.0  # a look at the spool at least this often (segcard queue)
+BATCH = 32  # copies handed to the workers at a time
+BATCH_BYTES = 8 << 20  # bytes of those read along with them; the rest later
 IDLE_SECONDS = 10.0  # an idle worker closes its connection after this
 PURGE_SECONDS = 3600.0
 TIMEOUT_SECONDS = 60.0
@@ -142,7 +144,7 @@ class Relay:
         self.connections = connections
         self.notice_to = notice_to
         self.capabilities: frozenset[str] | None = None
-        self._queue: asyncio.Queue[Copy] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Copy, bytes | None]] = asyncio.Queue()
         self._inflight: set[int] = set()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -190,16 +192,41 @@ class Relay:
         last_purge = time.monotonic()
         while not self._stopping:
             self._wake.clear()
-            now = time.time()
-            for copy in await asyncio.to_thread(self.spool.due, now, 200):
-                if copy.id not in self._inflight:
-                    self._inflight.add(copy.id)
-                    self._queue.put_nowait(copy)
-            await self._sleep(await asyncio.to_thread(self.spool.next_due), now)
+            next_due = None
+            if self._queue.qsize() < BATCH // 2:
+                next_due = await self._fill()
+            await self._sleep(next_due, time.time())
             if time.monotonic() - last_purge > PURGE_SECONDS:
                 await asyncio.to_thread(self.spool.recover)
                 await asyncio.to_thread(self.spool.purge)
                 last_purge = time.monotonic()
+
+    async def _fill(self) -> float | None:
+        """Queue the due copies that are not in hand yet; when the next is due.
+
+        The copies in hand are left out by the query itself: one that a
+        worker settles while the query runs must not come back from it.
+        """
+        limit = BATCH - self._queue.qsize()
+        found, next_due = await asyncio.to_thread(
+            self._due, time.time(), limit, frozenset(self._inflight)
+        )
+        for copy, data in found:
+            self._inflight.add(copy.id)
+            self._queue.put_nowait((copy, data))
+        return next_due
+
+    def _due(
+        self, now: float, limit: int, exclude: frozenset[int]
+    ) -> tuple[list[tuple[Copy, bytes | None]], float | None]:
+        """Due copies, with the bytes of the first few; the next due time."""
+        found: list[tuple[Copy, bytes | None]] = []
+        budget = BATCH_BYTES
+        for copy in self.spool.due(now, limit, exclude):
+            data = self.spool.data(copy) if budget > 0 else None
+            budget -= len(data) if data is not None else 0
+            found.append((copy, data))
+        return found, self.spool.next_due()
 
     async def _sleep(self, next_due: float | None, now: float) -> None:
         """Wait for a wake-up, the next due copy, or the poll interval."""
@@ -212,23 +239,27 @@ class Relay:
     async def _worker(self) -> None:
         lane = _Lane(self)
         try:
-            while True:
+            # Python 3.11's wait_for can swallow a cancel that comes as the
+            # queue hands over a copy, so the flag is what ends the loop.
+            while not self._stopping:
                 try:
-                    copy = await asyncio.wait_for(self._queue.get(), IDLE_SECONDS)
+                    copy, data = await asyncio.wait_for(self._queue.get(), IDLE_SECONDS)
                 except TimeoutError:
                     await lane.close()
                     continue
                 try:
-                    await self._handle(lane, copy)
+                    await self._handle(lane, copy, data)
                 finally:
                     self._inflight.discard(copy.id)
-                    self._wake.set()
+                    if self._queue.qsize() < BATCH // 2:
+                        self._wake.set()
         finally:
             await lane.close()
 
-    async def _handle(self, lane: _Lane, copy: Copy) -> None:
+    async def _handle(self, lane: _Lane, copy: Copy, data: bytes | None) -> None:
         try:
-            data = await asyncio.to_thread(self.spool.data, copy)
+            if data is None:
+                data = await asyncio.to_thread(self.spool.data, copy)
             if self.upstream is None:
                 await asyncio.to_thread(self._to_outbox, copy, data)
                 return

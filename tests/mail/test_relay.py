@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import email
+import threading
+import time
 from collections.abc import Iterator
 from email import policy
 from pathlib import Path
@@ -26,11 +28,19 @@ FAST = Retry(initial=0.05, maximum=0.2, give_up_after=3600)
 class Running:
     """A Relay over a spool in tmp, running in its own loop thread."""
 
-    def __init__(self, tmp: Path, upstream: Upstream | None, retry: Retry = FAST):
+    def __init__(
+        self,
+        tmp: Path,
+        upstream: Upstream | None,
+        retry: Retry = FAST,
+        connections: int = 2,
+    ):
         self.tmp = tmp
         self.spool = Spool(tmp / "spool")
         self.loop = LoopThread()
-        self.relay = Relay(self.spool, upstream, tmp / "outbox", tmp / "notices", retry)
+        self.relay = Relay(
+            self.spool, upstream, tmp / "outbox", tmp / "notices", retry, connections
+        )
         self.task = asyncio.run_coroutine_threadsafe(self.relay.run(), self.loop.loop)
 
     def spool_copy(self, *rcpts: str, data: bytes = RAW) -> int:
@@ -78,6 +88,44 @@ def test_copy_reaches_upstream_with_its_envelope(relay: Running, sink: Sink) -> 
     wait_until(lambda: relay.state(copy_id) == State.SENT)
 
     assert (got.mail_from, got.rcpts, got.data) == (SENDER, ("tom@example.org",), RAW)
+
+
+def test_copy_settled_while_the_spool_is_read_is_not_sent_again(
+    tmp_path: Path, sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy sent while a slow read of the spool is on its way is not queued
+    again from that read's stale answer."""
+    running = Running(tmp_path, parse_upstream(sink.url), connections=1)
+    read_due = running.spool.due
+    reading = [0]  # reads of the spool under way
+    lock = threading.Lock()
+
+    def slow_due(*args: object) -> list[object]:
+        with lock:
+            reading[0] += 1
+        try:
+            found = read_due(*args)  # type: ignore[arg-type]
+            time.sleep(0.3)  # the fault: the answer comes after the copy was sent
+            return found  # type: ignore[return-value]
+        finally:
+            with lock:
+                reading[0] -= 1
+
+    monkeypatch.setattr(running.spool, "due", slow_due)
+    try:
+        first = NewCopy(SENDER, ("a@example.org",), RAW)
+        second = NewCopy(SENDER, ("b@example.org",), RAW)
+        running.spool.accept(RAW, [first, second])
+        running.loop.loop.call_soon_threadsafe(running.relay.wake)
+        wait_until(lambda: running.spool.counts()[State.SENT] == 2)
+        wait_until(lambda: reading[0] == 0)
+        last = running.spool_copy("c@example.org")
+        wait_until(lambda: running.state(last) == State.SENT)
+    finally:
+        running.close()
+
+    rcpts = sorted(got.rcpts for got in sink.received)
+    assert rcpts == [("a@example.org",), ("b@example.org",), ("c@example.org",)]
 
 
 def test_upstream_down_for_a_while_gets_the_copy_after(tmp_path: Path) -> None:
