@@ -6,7 +6,9 @@ from __future__ import annotations
 import itertools
 import os
 import poplib
+import shutil
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,15 @@ from segcard.mail.pop3.quarantine import Quarantine
 from segcard.mail.pop3.server import Credentials, Pop3Server
 from segcard.mail.pop3.session import Mailbox
 from segcard.mail.pop3.upstream import UpstreamSettings
-from tests.dovecot import MAIL_GID, MAIL_UID, PASSWORD, USER, Dovecot, require_dovecot
+from tests.dovecot import (
+    MAIL_GID,
+    MAIL_UID,
+    PASSWORD,
+    USER,
+    Dovecot,
+    free_port,
+    require_dovecot,
+)
 from tests.mail.inbound.conftest import Book, LoopThread, make_book
 
 CLIENT_USER = "john"
@@ -173,6 +183,52 @@ class RawClient:
     def close(self) -> None:
         self.file.close()
         self.sock.close()
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made with openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a test certificate")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+class TlsDovecot(Dovecot):
+    """The test Dovecot with TLS: STLS on its POP3 port, and POP3S."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.cert, self.key = cert, key
+        super().__init__()
+
+    def _write_config(self) -> None:
+        self.pop3s_port = free_port()
+        super()._write_config()
+        text = self.config_path.read_text()
+        text = text.replace(
+            "ssl = no", f"ssl = yes\nssl_cert = <{self.cert}\nssl_key = <{self.key}"
+        )
+        text = text.replace(
+            "inet_listener pop3s {\n    port = 0",
+            f"inet_listener pop3s {{\n    address = 127.0.0.1\n"
+            f"    port = {self.pop3s_port}",
+        )
+        self.config_path.write_text(text)
+
+
+@pytest.fixture
+def tls_dovecot(tmp_path: Path) -> Iterator[TlsDovecot]:
+    require_dovecot()
+    server = TlsDovecot(*self_signed(tmp_path))
+    server.start()
+    yield server
+    server.cleanup()
 
 
 def settings(server: Dovecot) -> UpstreamSettings:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import base64
 import poplib
-import shutil
 import ssl
-import subprocess
 import time
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from tests.mail.pop3.conftest import (
     RawClient,
     message,
     put,
+    self_signed,
 )
 
 WAIT = 30.0  # seconds to wait for serve to listen; not asserted
@@ -41,21 +40,6 @@ def plain(authzid: str, user: str, password: str) -> str:
 def capabilities(client: RawClient) -> list[bytes]:
     assert client.command("CAPA").startswith(b"+OK")
     return client.multiline().splitlines()
-
-
-def self_signed(tmp: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, made with openssl."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: cannot make a test certificate")
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-        + ["-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 # -- commands --------------------------------------------------------------------

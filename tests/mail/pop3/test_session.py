@@ -18,10 +18,12 @@ from segcard.mail.pop3 import upstream as upstream_module
 from segcard.mail.pop3.upstream import UpstreamSettings
 from tests.dovecot import PASSWORD, USER, Dovecot
 from tests.mail._corpus import mail_files, require_corpus
-from tests.mail.inbound.conftest import ANN, STRANGER, TOM, Book
+from tests.mail.inbound.conftest import ANN, STRANGER, TOM, Book, LoopThread
 from tests.mail.pop3.conftest import (
     Proxy,
     ProxyFactory,
+    TlsDovecot,
+    make_proxy,
     message,
     put,
     retr_lines,
@@ -351,6 +353,53 @@ def test_released_message_deleted_upstream_is_still_shown(
 
     assert seen == ["wanted"]
     assert subjects(proxy.client()) == []
+
+
+# -- TLS to the upstream -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("tls", ["ssl", "starttls"])
+def test_upstream_over_tls_with_its_ca_trusted(
+    tls_dovecot: TlsDovecot,
+    book: Book,
+    loop_thread: LoopThread,
+    tmp_path: Path,
+    tls: str,
+) -> None:
+    """POP3S and STLS to the upstream, its certificate checked against
+    pop3.ca_file."""
+    port = tls_dovecot.pop3s_port if tls == "ssl" else tls_dovecot.pop3_port
+    tls_settings = UpstreamSettings(
+        "127.0.0.1", port, tls, USER, PASSWORD, ca_file=str(tls_dovecot.cert)
+    )
+    put(tls_dovecot, message(book.tom, TOM, "secure"))
+    proxy = make_proxy(book, loop_thread, tls_settings, tmp_path)
+    try:
+        seen = subjects(proxy.client())
+    finally:
+        loop_thread.run(proxy.server.stop())
+        proxy.mailbox.close()
+
+    assert seen == ["secure"]
+
+
+def test_upstream_certificate_not_trusted_is_refused(
+    tls_dovecot: TlsDovecot, book: Book, loop_thread: LoopThread, tmp_path: Path
+) -> None:
+    """Without its CA the upstream's certificate fails: no login, no mail."""
+    tls_settings = UpstreamSettings(
+        "127.0.0.1", tls_dovecot.pop3s_port, "ssl", USER, PASSWORD
+    )
+    put(tls_dovecot, message(book.tom, TOM, "secure"))
+    proxy = make_proxy(book, loop_thread, tls_settings, tmp_path)
+    try:
+        with pytest.raises(poplib.error_proto) as caught:
+            proxy.client()
+    finally:
+        loop_thread.run(proxy.server.stop())
+        proxy.mailbox.close()
+
+    assert caught.value.args[0].startswith(b"-ERR [SYS/TEMP]")
 
 
 # -- settings ------------------------------------------------------------------
