@@ -76,6 +76,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         "domain": args.domain.lower(),
         "identities": [i.lower() for i in args.identity],
     }
+    if not args.closed_identities:
+        # Mail to the user's real address keeps arriving as before; only
+        # segment addresses are judged. --closed-identities junks it instead.
+        flat["open_identities"] = flat["identities"]
     for arg, key in INIT_OPTIONS.items():
         value = getattr(args, arg)
         if value:

@@ -20,6 +20,11 @@ def add_commands(subparsers: Any) -> None:
     init.add_argument(
         "--identity", action="append", default=[], help="a real address (repeatable)"
     )
+    init.add_argument(
+        "--closed-identities",
+        action="store_true",
+        help="treat mail to your real addresses as junk (default: deliver it)",
+    )
     init.add_argument("--template", help="address template")
     init.add_argument("--carddav", help="address book URL (default: embedded)")
     init.add_argument("--carddav-user")

@@ -185,3 +185,17 @@ def test_second_serve_refuses_to_start(john):
         first.communicate(timeout=30)
 
     assert second.code == 1 and "already" in second.err
+
+
+def test_init_keeps_identities_open_by_default(john):
+    """Mail to the user's real address is delivered unless they close it."""
+    from segcard.book.verdict import Action, Judge, Mail
+
+    app = App(configuration.load(john.config))
+
+    verdict = Judge(app.config, app.index).judge(
+        Mail("john@john.example", "a@example.org"), 0
+    )
+
+    assert verdict.action is Action.DELIVER
+    app.close()
