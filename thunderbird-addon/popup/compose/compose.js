@@ -17,7 +17,7 @@ function seenAs(row) {
 }
 
 function actionButtons(row) {
-  const cell = element("td");
+  const cell = element("div", "", { class: "actions" });
   if (row.kind !== "segment" || !row.contact) {
     return cell;
   }
@@ -39,10 +39,14 @@ function renderRows(rows) {
   body.replaceChildren();
   for (const row of rows) {
     const line = element("tr");
-    const who = row.contact?.name ? `${row.contact.name} <${row.address}>` : row.address;
-    line.append(element("td", who));
-    line.append(element("td", seenAs(row), { class: row.kind === "segment" ? "address" : "" }));
-    line.append(actionButtons(row));
+    const who = element("td", row.contact?.name ?? row.address);
+    if (row.contact?.name) {
+      who.append(element("div", row.address, { class: "sub" }));
+    }
+    line.append(who);
+    const seen = element("td", seenAs(row), { class: row.kind === "segment" ? "address" : "" });
+    seen.append(actionButtons(row));
+    line.append(seen);
     body.append(line);
   }
   document.getElementById("recipients").hidden = rows.length === 0;
