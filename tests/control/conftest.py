@@ -93,9 +93,11 @@ class Serve:
     def start(self) -> Serve:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command("serve"), stdout=log, stderr=subprocess.STDOUT,
+                self.command("serve"),
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 env=segcard_env(self.home),
-            )  # fmt: skip
+            )
         self.wait_ready()
         return self
 

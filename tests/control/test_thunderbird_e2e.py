@@ -134,6 +134,27 @@ def card_on_server(app: App, uid: str) -> str:
         return str(reply.read().decode())
 
 
+def leaked_message(address: str) -> bytes:
+    """Mail on Tom's address from a sender who is not Tom."""
+    return (
+        f"Delivered-To: {address}\r\nFrom: Offers <deals@bulk.example>\r\n"
+        f"To: {address}\r\nSubject: offer\r\nMessage-ID: <leak-1@bulk.example>\r\n"
+        "Date: Mon, 5 Jan 2026 10:00:00 +0000\r\n\r\nBuy now\r\n"
+    ).encode()
+
+
+def wait_for_label(driver: Driver, tab: int, wanted: str) -> str:
+    """The read window button's label, once the add-on has set it."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    label = ""
+    while time.monotonic() < deadline:
+        label = str(driver.call("label", tabId=tab))
+        if label == wanted:
+            break
+        time.sleep(0.2)
+    return label
+
+
 def wait_until(predicate: Any, what: str) -> None:
     deadline = time.monotonic() + WAIT_SECONDS
     while not predicate():
@@ -184,6 +205,11 @@ def test_compose_block_and_send_through_thunderbird(
                 body="Hi Tom",
             )["tabId"]
             info = driver.call("route", message={"type": "compose-info", "tabId": tab})
+            shown = driver.call("display", raw=leaked_message(tom_address).decode())
+            display = driver.call(
+                "route", message={"type": "display-info", "tabId": shown["tabId"]}
+            )
+            label = wait_for_label(driver, shown["tabId"], "not from Tom Smith")
             blocked = driver.call(
                 "route",
                 message={
@@ -218,6 +244,12 @@ def test_compose_block_and_send_through_thunderbird(
     ]
     assert info["summary"] == {"copies": 1, "shared": tom_address, "split": False}
     assert info["warnings"] == []
+
+    assert display["label"] == "not from Tom Smith"
+    assert display["came_in_on"] == tom_address
+    assert display["sender"] == "deals@bulk.example"
+    assert display["verdict"] == {"action": "warn", "reason": "unknown sender"}
+    assert label == "not from Tom Smith"
 
     assert blocked["ok"] is True
     assert blocked["contact"]["state"] == "blocked"

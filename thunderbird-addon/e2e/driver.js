@@ -21,6 +21,12 @@ const COMMANDS = {
   route: ({ message }) => route(message),
   host: ({ request }) => host.request(request.type, request),
   send: ({ tabId }) => api.compose.sendMessage(tabId, { mode: "sendNow" }),
+  async display({ raw }) {
+    const file = new File([raw], "message.eml", { type: "message/rfc822" });
+    const tab = await api.messageDisplay.open({ file, location: "tab" });
+    return { tabId: tab.id };
+  },
+  label: ({ tabId }) => api.messageDisplayAction.getLabel({ tabId }),
 };
 
 const port = api.runtime.connectNative("segcard_e2e");
