@@ -30,7 +30,17 @@ log = logging.getLogger(__name__)
 
 HOST_NAME = "segcard"
 ADDON_ID = "thunderbird@segcard"  # browser_specific_settings.gecko.id
-ADDON_DIR = Path(__file__).resolve().parents[2] / "thunderbird-addon"
+ADDON_DIR = next(
+    (
+        path
+        for path in (
+            Path(__file__).resolve().parents[2] / "thunderbird-addon",  # source tree
+            Path(sys.prefix) / "share" / "segcard" / "thunderbird-addon",  # wheel
+        )
+        if (path / "manifest.json").exists()
+    ),
+    Path(__file__).resolve().parents[2] / "thunderbird-addon",
+)
 XPI_NAME = "segcard-thunderbird.xpi"
 REGISTRY_KEY = rf"Software\Mozilla\NativeMessagingHosts\{HOST_NAME}"
 

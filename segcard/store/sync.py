@@ -13,7 +13,7 @@ whose content hash is unchanged changes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -36,23 +36,30 @@ FETCH_BATCH = 500  # cards per addressbook-multiget
 
 
 class Item(Protocol):
-    href: str
-    etag: str | None
-    data: str | None
+    @property
+    def href(self) -> str: ...
+    @property
+    def etag(self) -> str | None: ...
+    @property
+    def data(self) -> str | None: ...
 
 
 class Changes(Protocol):
-    sync_token: str | None
-    changed: list[Item]
-    deleted: list[str]
-    full: bool
+    @property
+    def sync_token(self) -> str | None: ...
+    @property
+    def changed(self) -> Sequence[Item]: ...
+    @property
+    def deleted(self) -> Sequence[str]: ...
+    @property
+    def full(self) -> bool: ...
 
 
 class Client(Protocol):
     """What the sync engine needs of :class:`segcard.carddav.client.CardDAVClient`."""
 
     def changes(self, sync_token: str | None) -> Changes: ...
-    def multiget(self, hrefs: list[str]) -> list[Item]: ...
+    def multiget(self, hrefs: Sequence[str]) -> Sequence[Item]: ...
     def create(self, href: str, data: str) -> tuple[str, str | None]: ...
     def update(self, href: str, data: str, etag: str) -> str | None: ...
     def delete(self, href: str, etag: str | None) -> None: ...
@@ -170,7 +177,7 @@ class Syncer:
             self._forget(uid, report)
         self.index.set_state("sync_token", changes.sync_token)
 
-    def _fetch_batches(self, hrefs: list[str]) -> Iterator[list[Item]]:
+    def _fetch_batches(self, hrefs: list[str]) -> Iterator[Sequence[Item]]:
         """Fetch cards in batches, the next batch while the last is merged.
 
         The server answers one request while we parse the previous answer,
