@@ -16,6 +16,9 @@ refused:
    local part. The user's own identities and segment addresses get no
    contact: they ride along with the first copy;
 4. one copy per segment address, each with its envelope and its bytes.
+
+The message is split into its header fields once; every step reads that
+split, and each copy shares its body bytes.
 """
 
 from __future__ import annotations
@@ -25,12 +28,19 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from segcard.address import make_token, normalize_email
+from segcard.address import Template, make_token, normalize_email
 from segcard.book import Book
+from segcard.config import Config
 from segcard.errors import ProtocolError
+from segcard.mail.headers import Message, split_message
 from segcard.mail.leaks import find_leaks
-from segcard.mail.rewrite import header_from, message_id, recipients, references
-from segcard.mail.rewrite import rewrite as rewrite_for
+from segcard.mail.rewrite import (
+    header_from,
+    message_id,
+    recipients,
+    references,
+    rewrite_message,
+)
 from segcard.mail.spool import NewCopy
 from segcard.segment import Contact, Kind
 
@@ -63,6 +73,18 @@ class Prepared:
     leaks: list[str] = field(default_factory=list)  # where an identity shows
     rewritten: bool = False
     message_id: str | None = None
+    body_start: int | None = None  # where the body of the message starts
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What the planner reads from the config for every message."""
+
+    identities: list[str]
+    identity_set: frozenset[str]
+    template: Template
+    user: str
+    domain: str
 
 
 class Planner:
@@ -71,12 +93,37 @@ class Planner:
     def __init__(self, book: Book) -> None:
         self.book = book
         self.index = book.index
-        self.config = book.config
         self._lock = threading.Lock()
+        self._settings: _Settings | None = None
+        self._settings_key: tuple[object, ...] = ()
+
+    @property
+    def config(self) -> Config:
+        return self.book.config
+
+    @property
+    def settings(self) -> _Settings:
+        """The identities and the address template, parsed again only when
+        the config changed."""
+        config = self.config
+        key: tuple[object, ...] = tuple(
+            config[name] for name in ("identities", "template", "user", "domain")
+        )
+        if self._settings is None or key != self._settings_key:
+            identities = config.identities
+            self._settings = _Settings(
+                identities,
+                frozenset(identities),
+                config.template,
+                config["user"],
+                config["domain"],
+            )
+            self._settings_key = key
+        return self._settings
 
     @property
     def identities(self) -> list[str]:
-        return self.config.identities
+        return self.settings.identities
 
     def prepare(
         self,
@@ -91,44 +138,66 @@ class Planner:
         identity that cannot be removed from a header; LeakRefused when
         *refuse_leaks* and an identity shows anywhere else.
         """
-        _name, sender = header_from(raw)
-        if sender not in self.identities:
-            return self._prepare_as_is(raw, sender, mail_from, rcpts, refuse_leaks)
+        message = split_message(raw)
+        _name, sender = header_from(message)
+        if sender not in self.settings.identity_set:
+            return self._prepare_as_is(
+                message, raw, sender, mail_from, rcpts, refuse_leaks
+            )
         with self._lock:
-            found = self.targets(raw, rcpts, create=False)
+            found = self.targets(message, rcpts, create=False)
             if found is None:
                 # Contacts must be made: check on a probe copy first, so that
                 # a refused message leaves none behind.
-                leaks = self._leaks(self._probe(raw), refuse_leaks)
-                found = self.targets(raw, rcpts, create=True)
+                leaks = self._leaks(self._probe(message), refuse_leaks)
+                found = self.targets(message, rcpts, create=True)
                 assert found is not None
-                copies = [self._copy(raw, target) for target in found[0]]
+                copies = [self._copy(message, target)[0] for target in found[0]]
             else:
-                copies = [self._copy(raw, target) for target in found[0]]
-                leaks = self._leaks(copies[0].data, refuse_leaks) if copies else []
+                made = [self._copy(message, target) for target in found[0]]
+                copies = [copy for copy, _ in made]
+                leaks = self._leaks(made[0][1], refuse_leaks) if made else []
         if found[1]:
             copies = self._add_own(raw, mail_from, copies, found[1])
-        return Prepared(copies, leaks, True, message_id(raw))
+        body_start = len(raw) - len(message.body)
+        return Prepared(copies, leaks, True, message_id(message), body_start)
 
-    def _leaks(self, copy: bytes, refuse: bool) -> list[str]:
+    def _leaks(self, copy: Message, refuse: bool) -> list[str]:
         """Where an identity shows in *copy*; LeakRefused when *refuse*."""
         leaks = find_leaks(copy, self.identities)
         if leaks and refuse:
             raise LeakRefused(leaks)
         return leaks
 
+    def is_own(self, email: str) -> bool:
+        """Whether *email* is an identity or one of our segment addresses
+        (Book.is_own, without parsing the config again)."""
+        email = normalize_email(email)
+        settings = self.settings
+        if email in settings.identity_set:
+            return True
+        token = settings.template.parse(email)
+        return bool(token and self.index.token_owner(token))
+
+    def address(self, label: str, token: str) -> str:
+        """The segment address for *label* and *token* (Config.address,
+        without parsing the template again)."""
+        settings = self.settings
+        return settings.template.build(settings.user, label, token, settings.domain)
+
     # -- recipients to segments -------------------------------------------
 
     def targets(
-        self, raw: bytes, rcpts: Sequence[str], create: bool = True
+        self, raw: bytes | Message, rcpts: Sequence[str], create: bool = True
     ) -> tuple[list[Target], list[str]] | None:
         """One Target per segment address, and the recipients that are ours.
 
         Without *create*, None when a recipient needs a contact or a segment
         made for it (nothing is changed then).
         """
-        names = _display_names(raw) if create else {}
-        replies = self._reply_segments(raw, rcpts)
+        message = raw if isinstance(raw, Message) else split_message(raw)
+        names = _display_names(message) if create else {}
+        replies = self._reply_segments(message, rcpts)
         grouped: dict[str, tuple[str, str, list[str]]] = {}
         own: list[str] = []
         seen: set[str] = set()
@@ -137,7 +206,7 @@ class Planner:
             if email in seen:
                 continue
             seen.add(email)
-            if self.book.is_own(email):
+            if self.is_own(email):
                 own.append(rcpt)
                 continue
             found = replies.get(email) or self._segment_for(email, names, create)
@@ -145,7 +214,7 @@ class Planner:
                 return None
             contact, token = found
             assert contact.segment is not None
-            address = self.config.address(contact.segment.label, token)
+            address = self.address(contact.segment.label, token)
             grouped.setdefault(address, (contact.uid, token, []))[2].append(rcpt)
         targets = [
             Target(address, uid, token, tuple(found))
@@ -172,12 +241,12 @@ class Planner:
         return contact, contact.segment.token
 
     def _reply_segments(
-        self, raw: bytes, rcpts: Sequence[str]
+        self, message: Message, rcpts: Sequence[str]
     ) -> dict[str, tuple[Contact, str]]:
         """Recipients that a replied-to message ties to a segment."""
         wanted = {normalize_email(r) for r in rcpts}
         found: dict[str, tuple[Contact, str]] = {}
-        for mid in references(raw):
+        for mid in references(message):
             row = self.index.message(mid)
             if row is None:
                 continue
@@ -190,16 +259,18 @@ class Planner:
 
     # -- copies -------------------------------------------------------------
 
-    def _copy(self, raw: bytes, target: Target) -> NewCopy:
-        data = rewrite_for(raw, self.identities, target.address)
-        return NewCopy(
+    def _copy(self, message: Message, target: Target) -> tuple[NewCopy, Message]:
+        """The copy for *target*, and its message as split."""
+        rewritten = rewrite_message(message, self.identities, target.address)
+        copy = NewCopy(
             sender=target.address,
             rcpts=target.rcpts,
-            data=data,
+            data=rewritten.join(),
             uid=target.uid,
             token=target.token,
-            message_id=message_id(data),
+            message_id=message_id(rewritten),
         )
+        return copy, rewritten
 
     def _add_own(
         self, raw: bytes, mail_from: str, copies: list[NewCopy], own: list[str]
@@ -220,6 +291,7 @@ class Planner:
 
     def _prepare_as_is(
         self,
+        message: Message,
         raw: bytes,
         sender: str,
         mail_from: str,
@@ -227,14 +299,20 @@ class Planner:
         refuse_leaks: bool,
     ) -> Prepared:
         """A message sent as it is; checked for leaks when it is ours."""
-        copy = self._as_is(raw, sender, mail_from, rcpts)
-        leaks = find_leaks(raw, self.identities) if copy.uid else []
+        copy = self._as_is(message, raw, sender, mail_from, rcpts)
+        leaks = find_leaks(message, self.identities) if copy.uid else []
         if leaks and refuse_leaks:
             raise LeakRefused(leaks)
-        return Prepared([copy], leaks, False, copy.message_id)
+        body_start = len(raw) - len(message.body)
+        return Prepared([copy], leaks, False, copy.message_id, body_start)
 
     def _as_is(
-        self, raw: bytes, sender: str, mail_from: str, rcpts: Sequence[str]
+        self,
+        message: Message,
+        raw: bytes,
+        sender: str,
+        mail_from: str,
+        rcpts: Sequence[str],
     ) -> NewCopy:
         """The one copy of a message that is not the user's to rewrite.
 
@@ -242,9 +320,9 @@ class Planner:
         envelope sender becomes that address too, and the copy is tied to
         its segment for replies.
         """
-        token = self.config.template.parse(sender)
+        token = self.settings.template.parse(sender)
         uid = self.index.token_owner(token) if token else None
-        if uid and normalize_email(mail_from) in self.identities:
+        if uid and normalize_email(mail_from) in self.settings.identity_set:
             mail_from = sender
         return NewCopy(
             mail_from,
@@ -252,12 +330,13 @@ class Planner:
             raw,
             uid=uid,
             token=token if uid else None,
-            message_id=message_id(raw),
+            message_id=message_id(message),
         )
 
-    def _probe(self, raw: bytes) -> bytes:
-        """*raw* rewritten for an address nobody has, for the leak check."""
-        return rewrite_for(raw, self.identities, self.config.address("x", make_token()))
+    def _probe(self, message: Message) -> Message:
+        """*message* rewritten for an address nobody has, for the leak check."""
+        probe = self.address("x", make_token())
+        return rewrite_message(message, self.identities, probe)
 
 
 def _reply_token(contact: Contact, token: str, peer: str) -> str:
@@ -277,9 +356,9 @@ def _reply_token(contact: Contact, token: str, peer: str) -> str:
     return token
 
 
-def _display_names(raw: bytes) -> dict[str, str]:
+def _display_names(message: Message) -> dict[str, str]:
     """Recipient address to its first non-empty display name in To/Cc/Bcc."""
-    found = recipients(raw)
+    found = recipients(message)
     names: dict[str, str] = {}
     for name, address in (*found.to, *found.cc, *found.bcc):
         if name and not names.get(address):

@@ -24,6 +24,7 @@ from segcard.errors import ProtocolError
 from segcard.mail.headers import (
     Field,
     Mailbox,
+    Message,
     decode_text,
     decode_words,
     encode_words,
@@ -34,7 +35,7 @@ from segcard.mail.headers import (
     split_message,
     unquote_phrase,
 )
-from segcard.mail.leaks import identity_pattern
+from segcard.mail.leaks import matcher
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class Recipients:
     bcc: list[tuple[str, str]]
 
 
-def header_from(raw: bytes) -> tuple[str, str]:
+def header_from(raw: bytes | Message) -> tuple[str, str]:
     """(display name as written — raw bytes of the phrase decoded as ascii/utf-8,
     address lower-case) of the From header. Raise RewriteRefused for a From with
     several mailboxes, group syntax, or none.
@@ -85,15 +86,15 @@ def header_from(raw: bytes) -> tuple[str, str]:
     The name keeps its quotes and encoded words; for the old ``addr (Name)``
     form it is the comment's text. Bytes that are not UTF-8 read as latin-1.
     """
-    mailbox = _from_mailbox(split_message(raw).get_all("from"))
+    mailbox = _from_mailbox(_split(raw).get_all("from"))
     name = mailbox.phrase or mailbox.comment
     return _as_text(re.sub(r"\r?\n(?=[ \t])", "", name)), _address(mailbox)
 
 
-def recipients(raw: bytes) -> Recipients:
+def recipients(raw: bytes | Message) -> Recipients:
     """The To, Cc and Bcc mailboxes, group members included, with RFC 2047
     decoded display names ("" when there is none)."""
-    message = split_message(raw)
+    message = _split(raw)
     return Recipients(
         to=_mailboxes(message.get_all("to")),
         cc=_mailboxes(message.get_all("cc")),
@@ -101,9 +102,9 @@ def recipients(raw: bytes) -> Recipients:
     )
 
 
-def message_id(raw: bytes) -> str | None:
+def message_id(raw: bytes | Message) -> str | None:
     """The Message-ID without angle brackets, or None when there is none."""
-    for field in split_message(raw).get_all("message-id"):
+    for field in _split(raw).get_all("message-id"):
         ids = msg_ids(field.value)
         if ids:
             return ids[0]
@@ -113,10 +114,10 @@ def message_id(raw: bytes) -> str | None:
     return None
 
 
-def references(raw: bytes) -> list[str]:
+def references(raw: bytes | Message) -> list[str]:
     """In-Reply-To + References msg-ids, in order, deduplicated, without
     angle brackets."""
-    message = split_message(raw)
+    message = _split(raw)
     found: dict[str, None] = {}
     for key in ("in-reply-to", "references"):
         for field in message.get_all(key):
@@ -124,7 +125,9 @@ def references(raw: bytes) -> list[str]:
     return list(found)
 
 
-def rewrite(raw: bytes, identities: Collection[str], segment_address: str) -> bytes:
+def rewrite(
+    raw: bytes | Message, identities: Collection[str], segment_address: str
+) -> bytes:
     """The copy for one segment:
     - From: keep the display name bytes exactly, replace the address (handles
       `Name <addr>`, bare `addr`, `addr (comment)`, folded From);
@@ -150,21 +153,33 @@ def rewrite(raw: bytes, identities: Collection[str], segment_address: str) -> by
     when From is not one mailbox, or when an identity would still show in
     a field that cannot be removed.
     """
+    return rewrite_message(_split(raw), identities, segment_address).join()
+
+
+def rewrite_message(
+    message: Message, identities: Collection[str], segment_address: str
+) -> Message:
+    """Like rewrite, from a message already split and to one split the same
+    way: its body is the very bytes object of *message*."""
     _check_segment_address(segment_address)
-    message = split_message(raw)
     _from_mailbox(message.get_all("from"))
     editor = _Editor(identities, segment_address, message.eol.decode("ascii"))
     fields = [new for f in message.fields if (new := editor.field(f)) is not None]
     log.debug("rewrote %d of %d header fields", editor.changed, len(message.fields))
-    return message.join(fields)
+    return Message(fields, message.separator, message.body, message.eol)
+
+
+def _split(raw: bytes | Message) -> Message:
+    return raw if isinstance(raw, Message) else split_message(raw)
 
 
 class _Editor:
     """Applies the rewrite rules to one field at a time."""
 
     def __init__(self, identities: Collection[str], segment: str, eol: str) -> None:
-        self.raw_pattern = identity_pattern(identities, raw=True)
-        self.text_pattern = identity_pattern(identities)
+        self.matcher = matcher(identities)
+        self.raw_pattern = self.matcher.raw_pattern
+        self.text_pattern = self.matcher.pattern
         self.segment = segment.encode("utf-8").decode("latin-1")
         self.domain = split_address(segment)[1]
         self.eol = eol
@@ -202,10 +217,13 @@ class _Editor:
 
     def carries_identity(self, field: Field) -> bool:
         """Whether an identity shows in the field, raw or RFC 2047 decoded."""
+        if self.matcher.at_sign and b"@" not in field.raw and b"=?" not in field.raw:
+            return False  # neither the bytes nor an encoded word hold an address
         text = field.unfolded.decode("latin-1")
-        if self.raw_pattern.search(text):
+        if self.matcher.search_raw(text):
             return True
-        return bool(self.text_pattern.search(decode_words(_as_text(text))))
+        text = _as_text(text)
+        return self.matcher.search(decode_words(text) if "=?" in text else text)
 
     def _from(self, field: Field) -> Field:
         value = field.value.decode("latin-1")

@@ -356,7 +356,8 @@ class Spool:
     # -- leak warnings ------------------------------------------------------
 
     def add_warning(self, message_id: str | None, places: Sequence[str]) -> None:
-        with self._transaction() as db:
+        """Record a leak warning; like a sent mark, not fsynced on its own."""
+        with self._transaction(durable=False) as db:
             db.execute(
                 "INSERT INTO warnings (at, message_id, places) VALUES (?,?,?)",
                 (time.time(), message_id, json.dumps(list(places))),

@@ -220,7 +220,9 @@ class SubmissionHandler:
 
     def _spool(self, raw: bytes, prepared: Prepared, smtputf8: bool, peer: str) -> str:
         """Spool the copies; then note leaks and every copy's Message-ID."""
-        spool_id = self.spool.accept(raw, prepared.copies, smtputf8, peer)
+        spool_id = self.spool.accept(
+            raw, prepared.copies, smtputf8, peer, prepared.body_start
+        )
         log.info(
             "%s: accepted Message-ID %s as %s, %d copies%s",
             peer,

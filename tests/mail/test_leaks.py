@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import quopri
 
+import pytest
+
 from segcard.mail.leaks import find_leaks, header_leaks
 
 ID = "john@john.example"
@@ -120,3 +122,44 @@ def test_part_fields_and_binary_attachment_are_searched() -> None:
         "header Content-Description of body part 1 (application/octet-stream)",
         "mailto: link in body part 1 (application/octet-stream)",
     ]
+
+
+HIDDEN = "jdoe@mail.example"  # its local part is nowhere else in the message
+
+
+@pytest.mark.parametrize(
+    ("content_type", "payload"),
+    [
+        (
+            "text/plain; charset=utf-7",
+            b"+AGoAZABvAGUAQABtAGEAaQBsAC4AZQB4AGEAbQBwAGwAZQ-",
+        ),
+        ("text/plain; charset=utf-8", b"write to mailto:%6Adoe@mail.example"),
+        ("text/html; charset=utf-8", b"<p>&#106;doe@mail.example</p>"),
+        ("text/html; charset=utf-8", b"<p>&#x6A;doe&commat;mail.example</p>"),
+    ],
+    ids=["utf-7", "percent-escape", "decimal-reference", "hex-reference"],
+)
+def test_identity_hidden_from_a_byte_search_is_found(
+    content_type: str, payload: bytes
+) -> None:
+    """An identity whose letters only show once decoded is found all the same."""
+    raw = single(content_type, "7bit", payload + b"\r\n")
+
+    assert find_leaks(raw, [HIDDEN]) != []
+
+
+def test_letter_look_alike_counts_as_the_letter() -> None:
+    """A Kelvin sign where the identity has a "k" matches, as the pattern says."""
+    raw = single("text/plain; charset=utf-8", "8bit", "\u212aate@example.org".encode())
+
+    assert find_leaks(raw, ["kate@example.org"]) == ["body part 1 (text/plain)"]
+
+
+def test_plain_body_is_clean_without_the_identity_and_found_with_it() -> None:
+    """A body with nothing encoded is clean unless the identity is in it."""
+    clean = single("text/plain; charset=utf-8", "8bit", "Grüße, Tom\r\n".encode())
+    quoted = single("text/plain; charset=utf-8", "8bit", f"> {HIDDEN}\r\n".encode())
+
+    assert find_leaks(clean, [HIDDEN]) == []
+    assert find_leaks(quoted, [HIDDEN.upper()]) == ["body part 1 (text/plain)"]
