@@ -18,7 +18,7 @@ from segcard.book import rotation
 from segcard.control.server import ControlServer
 from segcard.errors import ConfigError, SegcardError
 from segcard.mail.inbound.service import InboundService
-from segcard.mail.pop3.server import Pop3Service
+from segcard.mail.pop3.service import Pop3Service
 from segcard.mail.submission import MailService
 from segcard.store.index import now
 

@@ -99,7 +99,7 @@ def write_config(path: Path, flat: dict[str, Any]) -> configuration.Config:
     make_credentials(data.embedded_credentials, "segcard")
     make_credentials(data.submission_credentials, config["user"] or "segcard")
     if config["pop3.listen"]:
-        from segcard.mail.pop3.server import credentials_path
+        from segcard.mail.pop3.service import credentials_path
 
         make_credentials(credentials_path(data), config["user"] or "segcard")
     return config

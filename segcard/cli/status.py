@@ -97,7 +97,7 @@ def status_data(app: App) -> dict[str, Any]:
 
 
 def _pop3(app: App) -> str | None:
-    from segcard.mail.pop3.server import credentials_path
+    from segcard.mail.pop3.service import credentials_path
 
     listen = app.config["pop3.listen"]
     if not listen:

@@ -1,4 +1,4 @@
-"""The POP3 server the mail client talks to, and its service in the daemon.
+"""The POP3 server the mail client talks to (its service: :mod:`.service`).
 
 RFC 1939 with CAPA and response codes (RFC 2449, 3206), USER/PASS and
 AUTH PLAIN (RFC 5034), and STLS (RFC 2595) when a certificate is set; with
@@ -15,8 +15,6 @@ deletes nothing (RFC 1939 6).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hmac
 import logging
@@ -24,16 +22,19 @@ import re
 import sqlite3
 import ssl
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
-from segcard.app import App, make_credentials, read_credentials
-from segcard.book.verdict import Judge
-from segcard.config import Config, is_loopback, parse_hostport
-from segcard.errors import ConfigError, ProtocolError, SegcardError
-from segcard.mail.inbound.lookup import CachedIndex
-from segcard.mail.inbound.notice import Notifier
+from segcard.errors import ProtocolError, SegcardError
 from segcard.mail.pop3 import Channel, LineTooLong
-from segcard.mail.pop3.quarantine import Quarantine
+from segcard.mail.pop3.commands import (
+    BadCommand,
+    _shown,
+    arguments,
+    decode_plain,
+    message_number,
+    no_args,
+    parse,
+    top,
+)
 from segcard.mail.pop3.session import (
     Item,
     Mailbox,
@@ -41,10 +42,8 @@ from segcard.mail.pop3.session import (
     NoSuchMessage,
     Session,
 )
-from segcard.mail.pop3.upstream import UpstreamError, UpstreamSettings
-from segcard.mail.spool import Spool
+from segcard.mail.pop3.upstream import UpstreamError
 from segcard.mail.submission import LoginLimiter
-from segcard.paths import DataPaths
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,6 @@ MAX_LINE = 512  # RFC 2449 4 allows 255 octets a command; AUTH PLAIN gets room
 MAX_ERRORS = 10  # -ERR replies before the connection ends
 MAX_AUTH_FAILURES = 3  # wrong passwords in one connection before it ends
 IDLE_TIMEOUT = 600.0  # RFC 1939 3: an autologout timer of at least 10 minutes
-CREDENTIALS_FILE = "pop3-credentials"
 
 GREETING = "+OK segcard POP3 proxy ready"
 CAPABILITIES = ("TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING")
@@ -68,17 +66,6 @@ ERR_INTERNAL = "[SYS/TEMP] segcard cannot open the mailbox; see its log"
 ERR_TLS_FIRST = "send STLS first: passwords are taken only over TLS"
 
 _DOT_RE = re.compile(rb"^\.", re.MULTILINE)
-_LINE_RE = re.compile(rb"[^\n]*\n|[^\n]+")
-_SHOWN_RE = re.compile(r"[A-Za-z0-9_-]{1,20}")
-
-
-class BadCommand(Exception):
-    """A command that cannot be carried out; its text goes after -ERR."""
-
-
-def credentials_path(paths: DataPaths) -> Path:
-    """Where the client's POP3 user name and password are kept."""
-    return paths.root / CREDENTIALS_FILE
 
 
 class Credentials:
@@ -459,156 +446,3 @@ COMMANDS: dict[str, tuple[Handler, str]] = {
 
 
 # -- parsing ---------------------------------------------------------------------
-
-
-def parse(line: bytes) -> tuple[str, str]:
-    """(KEYWORD, the rest of the line) of a command line."""
-    try:
-        text = line.rstrip(b"\r\n").decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadCommand("a command must be text (ASCII or UTF-8)") from exc
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise BadCommand("a command must not hold control characters")
-    keyword, _, args = text.partition(" ")
-    if not keyword:
-        raise BadCommand("empty command: send a keyword such as CAPA")
-    return keyword.upper(), args
-
-
-def arguments(keyword: str, args: str, least: int, most: int) -> list[str]:
-    words = args.split()
-    if not least <= len(words) <= most:
-        wanted = f"{least}" if least == most else f"{least} to {most}"
-        raise BadCommand(f"{keyword} takes {wanted} arguments, got {len(words)}")
-    return words
-
-
-def no_args(keyword: str, args: str) -> None:
-    arguments(keyword, args, 0, 0)
-
-
-def message_number(keyword: str, word: str) -> int:
-    if not word.isdigit() or len(word) > 9 or int(word) == 0:
-        raise BadCommand(f"{keyword} needs a message number (1 or more)")
-    return int(word)
-
-
-def decode_plain(response: str) -> tuple[bytes, bytes]:
-    """(user, password) from an AUTH PLAIN response (RFC 4616 2)."""
-    if response == "*":
-        raise BadCommand("AUTH cancelled")
-    try:
-        decoded = base64.b64decode(b"" if response == "=" else response, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise BadCommand("the AUTH PLAIN response is not base64") from exc
-    parts = decoded.split(b"\0")
-    if len(parts) != 3:
-        raise BadCommand("AUTH PLAIN wants authzid NUL user NUL password")
-    authzid, user, password = parts
-    if authzid and authzid != user:
-        # Acting for another user is not offered: a login that must fail.
-        return b"", b""
-    return user, password
-
-
-def top(data: bytes, lines: int) -> bytes:
-    """The header of *data*, the empty line, and *lines* lines of the body."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        return data
-    head, body = data[: end + 4], data[end + 4 :]
-    return head + b"".join(_LINE_RE.findall(body)[:lines])
-
-
-def _shown(word: str) -> str:
-    """*word* fit to be echoed in a reply, or a stand-in."""
-    return word if _SHOWN_RE.fullmatch(word) else "(?)"
-
-
-# -- the service -------------------------------------------------------------------
-
-
-def tls_context(config: Config) -> ssl.SSLContext | None:
-    """The STLS context; refuse a non-loopback listener without one."""
-    cert, key = config["pop3.tls_cert"], config["pop3.tls_key"]
-    host, _port = parse_hostport(config["pop3.listen"])
-    if not cert and not is_loopback(host):
-        raise ConfigError(
-            f"pop3.listen {config['pop3.listen']} is not a loopback address "
-            "and no TLS is configured",
-            "set pop3.tls_cert and pop3.tls_key, or listen on 127.0.0.1",
-        )
-    if not cert:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"pop3 TLS certificate: {exc}") from exc
-    return context
-
-
-class Pop3Service:
-    """The POP3 proxy as a part of ``segcard serve``."""
-
-    def __init__(self, app: App, spool: Spool | None = None) -> None:
-        self.app = app
-        self.spool = spool
-        self.mailbox: Mailbox | None = None
-        self.server: Pop3Server | None = None
-        self._verdicts: CachedIndex | None = None
-
-    async def start(self) -> None:
-        config = self.app.config
-        if not config["pop3.upstream"]:
-            raise ConfigError(
-                "pop3.listen is set but pop3.upstream is empty",
-                "set pop3.upstream to pop3s://HOST:PORT of your mailbox",
-            )
-        settings = await asyncio.to_thread(UpstreamSettings.from_config, config)
-        credentials = await asyncio.to_thread(self._credentials)
-        self.mailbox = self._mailbox(settings)
-        host, port = parse_hostport(config["pop3.listen"])
-        self.server = Pop3Server(
-            self.mailbox, credentials, host, port, tls_context(config)
-        )
-        try:
-            await self.server.start()
-        except OSError as exc:
-            raise ConfigError(
-                f"pop3.listen {config['pop3.listen']}: cannot listen: {exc.strerror}",
-                "another program uses the port; change pop3.listen",
-            ) from exc
-
-    def _credentials(self) -> Credentials:
-        path = credentials_path(self.app.paths)
-        make_credentials(path, self.app.config["user"] or "segcard")
-        return Credentials(*read_credentials(path))
-
-    def _mailbox(self, settings: UpstreamSettings) -> Mailbox:
-        paths = self.app.paths
-        # Verdicts read through their own cached connection, like the SMTP
-        # filter's; what they teach is recorded through the app's index.
-        self._verdicts = CachedIndex(paths.index)
-        judge = Judge(self.app.config, self._verdicts)
-        notifier = Notifier(self.spool, self.app.index) if self.spool else None
-        return Mailbox(
-            settings,
-            judge,
-            self.app.index,
-            paths.root / "pop3",
-            Quarantine(paths.quarantine),
-            bool(self.app.config["pop3.delete_upstream"]),
-            notifier.notify if notifier else None,
-        )
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.stop()
-            self.server = None
-        if self.mailbox is not None:
-            self.mailbox.close()
-            self.mailbox = None
-        if self._verdicts is not None:
-            self._verdicts.close()
-            self._verdicts = None

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from segcard.app import free_port, read_credentials
-from segcard.mail.pop3.server import MAX_ERRORS, credentials_path
+from segcard.mail.pop3.server import MAX_ERRORS
+from segcard.mail.pop3.service import credentials_path
 from segcard.mail.submission import LoginLimiter
 from segcard.paths import DataPaths
 from tests.cli_runner import Segcard
