@@ -80,25 +80,42 @@ class Matcher:
         # Plain lower-casing matches as the pattern does only for ASCII.
         plain = bool(forms) and all(f.isascii() for f in forms)
         self.forms: tuple[str, ...] | None = tuple(forms) if plain else None
+        # "@" and a domain of an identity, searched from each "@" only.
+        domains = sorted({f.rpartition("@")[2] for f in forms}, key=len, reverse=True)
+        at_domain = "@(?:" + "|".join(re.escape(d) for d in domains) + ")"
+        self._at_domain = re.compile(at_domain) if plain and self.at_sign else None
         runs = [_local_run(f).encode("ascii") for f in forms] if plain else []
         self.local_runs = tuple(set(runs)) if runs and all(runs) else None
 
     def search(self, text: str) -> bool:
         """Whether an identity shows in *text*."""
-        return self._maybe(text) and bool(self.pattern.search(text))
+        if self.at_sign and "@" not in text:
+            return False
+        if self.forms is not None and text.isascii():
+            return self._search_ascii(text.lower())
+        return bool(self.pattern.search(text))
 
     def search_raw(self, text: str) -> bool:
         """Like search, in the latin-1 view of header bytes."""
-        return self._maybe(text) and bool(self.raw_pattern.search(text))
-
-    def _maybe(self, text: str) -> bool:
-        """False when *text* cannot hold an identity, found without the pattern."""
         if self.at_sign and "@" not in text:
             return False
-        if self.forms is None or not text.isascii():
-            return True
-        lowered = text.lower()
-        return any(f in lowered for f in self.forms)
+        if self.forms is not None and text.isascii():
+            return self._search_ascii(text.lower())
+        return bool(self.raw_pattern.search(text))
+
+    def _search_ascii(self, lowered: str) -> bool:
+        """What the pattern finds in ASCII text, by plain string search: an
+        identity with the same characters around it as _BEFORE and _AFTER."""
+        assert self.forms is not None
+        if self._at_domain is not None and not self._at_domain.search(lowered):
+            return False
+        for form in self.forms:
+            start = lowered.find(form)
+            while start >= 0:
+                if _bounded(lowered, start, start + len(form)):
+                    return True
+                start = lowered.find(form, start + 1)
+        return False
 
     def body_is_clean(self, message: Message) -> bool:
         """True when the body of *message* cannot hold an identity, decoded
@@ -138,6 +155,21 @@ def _matcher(identities: tuple[str, ...]) -> Matcher:
 def matcher(identities: Collection[str]) -> Matcher:
     """The Matcher for *identities*, made once and kept."""
     return _matcher(tuple(identities))
+
+
+def _bounded(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] stands alone as an address (_BEFORE, _AFTER)."""
+    before = text[start - 1] if start else " "
+    if before.isalnum() or before in "_.+-":
+        return False
+    after = text[end : end + 2]
+    if after[:1].isalnum() or after[:1] in ("_", "-"):
+        return False
+    return not (after[:1] == "." and len(after) == 2 and _word(after[1]))
+
+
+def _word(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 def _local_run(form: str) -> str:
