@@ -48,6 +48,9 @@ _BODY_DECODABLE = re.compile(rb"=\?|&#|&percnt|&fjlig|%[0-9a-f]{2}")
 # Characters that a case-insensitive pattern takes for an ASCII letter
 # (U+0130, U+0131, U+017F, U+212A), as UTF-8.
 _ASCII_LOOKALIKES = re.compile(b"\xc4[\xb0\xb1]|\xc5\xbf|\xe2\x84\xaa")
+# The same four as text, to the ASCII letter the pattern takes them for
+# (str.lower() turns U+0130 into two characters).
+_LOOKALIKE_FOLD = str.maketrans("\u0130\u0131\u017f\u212a", "iisk")
 _CHARSET_RE = re.compile(rb'charset(\s*=\s*"?([\w.:-]*))?')
 # Charsets in which every ASCII byte is the ASCII character, no byte
 # sequence decodes to an ASCII letter or vanishes, and none of the
@@ -93,7 +96,7 @@ class Matcher:
             return False
         if self.forms is not None and text.isascii():
             return self._search_ascii(text.lower())
-        return bool(self.pattern.search(text))
+        return self._near(text) and bool(self.pattern.search(text))
 
     def search_raw(self, text: str) -> bool:
         """Like search, in the latin-1 view of header bytes."""
@@ -101,7 +104,14 @@ class Matcher:
             return False
         if self.forms is not None and text.isascii():
             return self._search_ascii(text.lower())
-        return bool(self.raw_pattern.search(text))
+        return self._near(text) and bool(self.raw_pattern.search(text))
+
+    def _near(self, text: str) -> bool:
+        """False when no "@" and domain of an identity shows in *text*, as
+        the case-insensitive pattern compares (the look-alikes folded)."""
+        if self._at_domain is None:
+            return True
+        return bool(self._at_domain.search(text.translate(_LOOKALIKE_FOLD).lower()))
 
     def _search_ascii(self, lowered: str) -> bool:
         """What the pattern finds in ASCII text, by plain string search: an
