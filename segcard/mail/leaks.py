@@ -50,7 +50,8 @@ _BODY_DECODABLE = re.compile(rb"=\?|&#|&percnt|&fjlig|%[0-9a-f]{2}")
 _ASCII_LOOKALIKES = re.compile(b"\xc4[\xb0\xb1]|\xc5\xbf|\xe2\x84\xaa")
 # The same four as text, to the ASCII letter the pattern takes them for
 # (str.lower() turns U+0130 into two characters).
-_LOOKALIKE_FOLD = str.maketrans("\u0130\u0131\u017f\u212a", "iisk")
+_LOOKALIKES = "\u0130\u0131\u017f\u212a"
+_LOOKALIKE_FOLD = str.maketrans(_LOOKALIKES, "iisk")
 _CHARSET_RE = re.compile(rb'charset(\s*=\s*"?([\w.:-]*))?')
 # Charsets in which every ASCII byte is the ASCII character, no byte
 # sequence decodes to an ASCII letter or vanishes, and none of the
@@ -87,6 +88,7 @@ class Matcher:
         domains = sorted({f.rpartition("@")[2] for f in forms}, key=len, reverse=True)
         at_domain = "@(?:" + "|".join(re.escape(d) for d in domains) + ")"
         self._at_domain = re.compile(at_domain) if plain and self.at_sign else None
+        self._longest_local = max((len(f.rpartition("@")[0]) for f in forms), default=0)
         runs = [_local_run(f).encode("ascii") for f in forms] if plain else []
         self.local_runs = tuple(set(runs)) if runs and all(runs) else None
 
@@ -96,7 +98,7 @@ class Matcher:
             return False
         if self.forms is not None and text.isascii():
             return self._search_ascii(text.lower())
-        return self._near(text) and bool(self.pattern.search(text))
+        return self._search_near(self.pattern, text)
 
     def search_raw(self, text: str) -> bool:
         """Like search, in the latin-1 view of header bytes."""
@@ -104,14 +106,22 @@ class Matcher:
             return False
         if self.forms is not None and text.isascii():
             return self._search_ascii(text.lower())
-        return self._near(text) and bool(self.raw_pattern.search(text))
+        return self._search_near(self.raw_pattern, text)
 
-    def _near(self, text: str) -> bool:
-        """False when no "@" and domain of an identity shows in *text*, as
-        the case-insensitive pattern compares (the look-alikes folded)."""
+    def _search_near(self, pattern: re.Pattern[str], text: str) -> bool:
+        """*pattern* searched only around each "@" and domain of an identity
+        in *text*, found as the case-insensitive pattern compares."""
         if self._at_domain is None:
-            return True
-        return bool(self._at_domain.search(text.translate(_LOOKALIKE_FOLD).lower()))
+            return bool(pattern.search(text))
+        if any(c in text for c in _LOOKALIKES):
+            text = text.translate(_LOOKALIKE_FOLD)
+        # Both keep every character in its place: str.lower() only lengthens
+        # U+0130, which the fold has replaced.
+        for found in self._at_domain.finditer(text.lower()):
+            start = max(0, found.start() - self._longest_local - 1)
+            if pattern.search(text, start, found.end() + 2):  # _AFTER's 2
+                return True
+        return False
 
     def _search_ascii(self, lowered: str) -> bool:
         """What the pattern finds in ASCII text, by plain string search: an
