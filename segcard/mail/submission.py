@@ -15,6 +15,9 @@ Where aiosmtpd's own behaviour does not fit, the server class replaces it:
   break (section 4.5.2), which is what clients that send bare LF stuff.
 - BDAT (RFC 3030 CHUNKING, which we do not offer) is refused after its
   chunk is read and thrown away, so the chunk is never taken for commands.
+- The address of MAIL FROM and RCPT TO is read by the same standard-library
+  parser as aiosmtpd's, without the class aiosmtpd defines anew on every
+  command (a tenth of a millisecond each).
 
 Every reply is one of the constants below; the text of an exception never
 reaches the peer.
@@ -31,6 +34,8 @@ import ssl
 import time
 import warnings
 from collections import defaultdict, deque
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -305,6 +310,22 @@ class SubmissionSMTP(SMTP):
         self._set_rset_state()
         log.warning("%s: BDAT refused", _peer(self.session) if self.session else "?")
         await self.push(REPLY_BDAT)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """(address, the rest of *arg*); (None, None) when it does not parse
+        or its local part is over the limit; ("", "") for an empty *arg*."""
+        if not arg:
+            return "", ""
+        parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
+        try:
+            token, rest = parse(arg)
+        except HeaderParseError:
+            return None, None
+        address = str(token.addr_spec)
+        local = address.rpartition("@")[0]
+        if self.local_part_limit and len(local) > self.local_part_limit:
+            return None, None
+        return address, rest
 
     async def _push_and_close(self, reply: str) -> None:
         await self.push(reply)

@@ -381,6 +381,20 @@ def test_bdat_is_refused_and_its_chunk_not_read_as_commands(proxy: Proxy) -> Non
     assert after.startswith(b"250")
 
 
+def test_envelope_address_is_read_or_refused_with_553(proxy: Proxy) -> None:
+    """MAIL FROM and RCPT TO take a good address, parameters after it, and
+    refuse one that does not parse."""
+    with _Raw(proxy) as session:
+        session.login()
+        broken = session.command("MAIL FROM:(comment")
+        taken = session.command(f"MAIL FROM:<{IDENTITY}> SIZE=100")
+        bad_rcpt = session.command("RCPT TO:(comment")
+        good_rcpt = session.command("RCPT TO:<tom@example.org>")
+
+    assert [broken[:3], taken[:3]] == [b"553", b"250"]
+    assert [bad_rcpt[:3], good_rcpt[:3]] == [b"553", b"250"]
+
+
 def test_smtputf8_recipient_is_relayed(proxy: Proxy, sink: Sink) -> None:
     """SMTPUTF8 is offered and a UTF-8 recipient reaches the upstream."""
     with proxy.client() as client:
