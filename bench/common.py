@@ -8,8 +8,53 @@ import time
 import uuid
 from collections.abc import Callable
 
-FIRST = "Anna Ben Carla David Emma Felix Greta Hugo Ida Jonas Klara Lukas Mia Noah Olga Paul Rosa Sven Tina Uwe Vera Willi Zoe".split()
-LAST = "Müller Schmidt Schneider Fischer Weber Meyer Wagner Becker Schulz Hoffmann Koch Richter Klein Wolf Neumann Schwarz Zimmermann Braun Krüger Hofmann".split()
+FIRST = [
+    "Anna",
+    "Ben",
+    "Carla",
+    "David",
+    "Emma",
+    "Felix",
+    "Greta",
+    "Hugo",
+    "Ida",
+    "Jonas",
+    "Klara",
+    "Lukas",
+    "Mia",
+    "Noah",
+    "Olga",
+    "Paul",
+    "Rosa",
+    "Sven",
+    "Tina",
+    "Uwe",
+    "Vera",
+    "Willi",
+    "Zoe",
+]
+LAST = [
+    "Müller",
+    "Schmidt",
+    "Schneider",
+    "Fischer",
+    "Weber",
+    "Meyer",
+    "Wagner",
+    "Becker",
+    "Schulz",
+    "Hoffmann",
+    "Koch",
+    "Richter",
+    "Klein",
+    "Wolf",
+    "Neumann",
+    "Schwarz",
+    "Zimmermann",
+    "Braun",
+    "Krüger",
+    "Hofmann",
+]
 ORGS = ["Acme, Inc.", "Globex", "Initech", "Umbrella Corp", "Stark Industries", ""]
 
 
@@ -32,7 +77,9 @@ def fake_card(rng: random.Random, number: int) -> str:
     if rng.random() < 0.5:
         lines.append(f"EMAIL;TYPE=INTERNET,WORK:{last.lower()}{number}@example.com")
     if rng.random() < 0.3:
-        lines.append(f"ADR;TYPE=HOME:;;Hauptstraße {number % 200};Berlin;;10115;Germany")
+        lines.append(
+            f"ADR;TYPE=HOME:;;Hauptstraße {number % 200};Berlin;;10115;Germany"
+        )
     if rng.random() < 0.2:
         lines.append("NOTE:Met at the conference\\, talked about mail filtering.")
     lines.append("END:VCARD")

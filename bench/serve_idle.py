@@ -32,8 +32,8 @@ from segcard.app import read_credentials  # noqa: E402
 from segcard.carddav.embedded import EmbeddedServer  # noqa: E402
 from segcard.cli.commands import write_config  # noqa: E402
 from segcard.config import save  # noqa: E402
-from tests.mail.smtp_sink import Sink, free_port  # noqa: E402
 from segcard.store.index import Index  # noqa: E402
+from tests.mail.smtp_sink import Sink, free_port  # noqa: E402
 
 
 def seed(book_root: Path, user: str, password: str, count: int) -> None:

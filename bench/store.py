@@ -64,9 +64,7 @@ def floor(url: str) -> None:
     """The least any client must do: list etags, then fetch every card once."""
     listing = request(url, "PROPFIND", PROPFIND, "1").decode()
     path = urlsplit(url).path
-    hrefs = [
-        h for h in _hrefs(listing) if h.rstrip("/") != path.rstrip("/")
-    ]
+    hrefs = [h for h in _hrefs(listing) if h.rstrip("/") != path.rstrip("/")]
     body = (
         '<?xml version="1.0"?><c:addressbook-multiget xmlns:d="DAV:" '
         'xmlns:c="urn:ietf:params:xml:ns:carddav"><d:prop><d:getetag/>'
@@ -95,8 +93,12 @@ def empty_sync_report(url: str, token: str) -> None:
 def new_app(tmp: Path, url: str, name: str) -> App:
     config = write_config(
         tmp / f"{name}.toml",
-        {"user": "john", "domain": "john.example", "carddav.url": url,
-         "data_dir": str(tmp / name)},
+        {
+            "user": "john",
+            "domain": "john.example",
+            "carddav.url": url,
+            "data_dir": str(tmp / name),
+        },
     )
     return App(config)
 
@@ -104,7 +106,9 @@ def new_app(tmp: Path, url: str, name: str) -> App:
 def count_requests(app: App) -> list[int]:
     counter = [0]
     session = app.syncer().client._dav.session  # type: ignore[attr-defined]
-    session.hooks["response"].append(lambda r, *a, **k: counter.__setitem__(0, counter[0] + 1))
+    session.hooks["response"].append(
+        lambda r, *a, **k: counter.__setitem__(0, counter[0] + 1)
+    )
     return counter
 
 
@@ -126,8 +130,10 @@ def bench_sync(contacts: int) -> None:
                 if attempt < 2:
                     app.close()
             ours = min(runs)
-            print(f"initial sync of {contacts} cards: segcard {ours:.2f} s, "
-                  f"floor {floor_s:.2f} s, ratio {ours / floor_s:.2f} (target <= 1.5)")
+            print(
+                f"initial sync of {contacts} cards: segcard {ours:.2f} s, "
+                f"floor {floor_s:.2f} s, ratio {ours / floor_s:.2f} (target <= 1.5)"
+            )
 
             counter = count_requests(app)
             client = app.syncer().client
@@ -140,9 +146,11 @@ def bench_sync(contacts: int) -> None:
             inc = time.perf_counter() - start
             token = app.index.get_state("sync_token") or ""
             base = best_of(lambda: empty_sync_report(server.url, token), 5)
-            print(f"incremental sync after one change: {counter[0]} requests "
-                  f"(target <= 3), {inc * 1000:.1f} ms vs empty REPORT "
-                  f"{base * 1000:.1f} ms, ratio {inc / base:.1f}")
+            print(
+                f"incremental sync after one change: {counter[0]} requests "
+                f"(target <= 3), {inc * 1000:.1f} ms vs empty REPORT "
+                f"{base * 1000:.1f} ms, ratio {inc / base:.1f}"
+            )
             app.close()
         finally:
             server.stop()
@@ -153,8 +161,14 @@ def bench_lookup(segments: int) -> None:
         index = Index(Path(tmp_name) / "i.sqlite3")
         tokens = [make_token() for _ in range(segments)]
         rows = [
-            (Contact(f"u{i}", f"Contact {i}", (f"c{i}@example.org",),
-                     Segment(t, "c", 0)), "card", None, None)
+            (
+                Contact(
+                    f"u{i}", f"Contact {i}", (f"c{i}@example.org",), Segment(t, "c", 0)
+                ),
+                "card",
+                None,
+                None,
+            )
             for i, t in enumerate(tokens)
         ]
         index.put_many(rows)
@@ -165,8 +179,10 @@ def bench_lookup(segments: int) -> None:
         it2 = iter(sample)
         full = median_us(lambda: index.by_token(next(it2)), 10000)
         base = median_us(lambda: None, 10000)
-        print(f"token lookup, {segments} segments: token->UID median {owner:.1f} us, "
-              f"token->contact {full:.1f} us (empty call {base:.2f} us; target <= 20)")
+        print(
+            f"token lookup, {segments} segments: token->UID median {owner:.1f} us, "
+            f"token->contact {full:.1f} us (empty call {base:.2f} us; target <= 20)"
+        )
         index.close()
 
 
