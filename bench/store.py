@@ -105,7 +105,7 @@ def new_app(tmp: Path, url: str, name: str) -> App:
 
 def count_requests(app: App) -> list[int]:
     counter = [0]
-    session = app.syncer().client._dav.session  # type: ignore[attr-defined]
+    session = app.syncer().client._transport.dav.session  # type: ignore[attr-defined]
     session.hooks["response"].append(
         lambda r, *a, **k: counter.__setitem__(0, counter[0] + 1)
     )

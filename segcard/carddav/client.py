@@ -10,25 +10,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
-
-from caldav.davclient import DAVClient
-from caldav.lib import error as dav_error
-from caldav.lib.http_sync import requests as http
-from caldav.lib.python_utilities import WireBytes
-from lxml import etree
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from segcard.carddav import xml
-from segcard.errors import AddressBookError, ServerUnreachable, WriteConflict
+from segcard.carddav.transport import (
+    Reply,
+    Transport,
+    raise_for,
+    raise_for_auth,
+    redact,
+    strong_etag,
+)
+from segcard.errors import AddressBookError, WriteConflict
 
 log = logging.getLogger(__name__)
 
 VCARD_TYPE = "text/vcard; charset=utf-8"
-XML_TYPE = "application/xml; charset=utf-8"
 WELL_KNOWN = "/.well-known/carddav"
 
 # RFC 6578 section 3.2: a server may answer a token it no longer knows with
@@ -63,16 +62,6 @@ class Changes:
     full: bool
 
 
-@dataclass(frozen=True)
-class _Reply:
-    """The raw HTTP answer to one request."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    url: str
-
-
 def same_href(a: str, b: str) -> bool:
     """Whether two hrefs name the same resource (path only, percent-decoded)."""
     return _href_key(a) == _href_key(b)
@@ -80,20 +69,6 @@ def same_href(a: str, b: str) -> bool:
 
 def _href_key(href: str) -> str:
     return unquote(urlsplit(href).path).rstrip("/")
-
-
-def _redact(url: str) -> str:
-    """The URL without any user:password part, fit for messages and logs."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-def _strong_etag(etag: str | None) -> str | None:
-    if not etag or etag.startswith("W/"):
-        return None
-    return etag
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]{1,120}")
@@ -116,16 +91,7 @@ class CardDAVClient:
         self.url = url
         self.collection: str | None = None
         self._sync_supported = True
-        self._lock = threading.Lock()
-        self._last: Any = None
-        self._dav = DAVClient(
-            url,
-            username=username,
-            password=password,
-            timeout=timeout,  # type: ignore[arg-type]  # caldav says int, passes on
-            enable_rfc6764=False,  # no DNS discovery: talk only to the given host
-        )
-        self._dav.session.hooks["response"].append(self._keep_response)
+        self._transport = Transport(url, username, password, timeout)
 
     # -- discovery ---------------------------------------------------------
 
@@ -146,14 +112,14 @@ class CardDAVClient:
             home = self._home_from(self._propfind_well_known(props))
         if home is None:
             raise AddressBookError(
-                f"no CardDAV address book found at {_redact(self.url)}",
+                f"no CardDAV address book found at {redact(self.url)}",
                 "give the URL of the address book collection itself",
             )
         return self._set_collection(self._first_address_book(home))
 
     def _set_collection(self, url: str) -> str:
         self.collection = url if url.endswith("/") else url + "/"
-        log.debug("address book collection: %s", _redact(self.collection))
+        log.debug("address book collection: %s", redact(self.collection))
         return self.collection
 
     def _home_from(self, entry: xml.Entry | None) -> str | None:
@@ -179,18 +145,18 @@ class CardDAVClient:
         """PROPFIND /.well-known/carddav, following its redirect as PROPFIND."""
         url = urljoin(self.url, WELL_KNOWN)
         entry = self._propfind_self(url, props)
-        if entry is not None or self._last_url() in ("", url):
+        if entry is not None or self._transport.last_url() in ("", url):
             return entry
         # HTTP clients follow a 301/302 with GET; ask the target again.
-        return self._propfind_self(self._last_url(), props)
+        return self._propfind_self(self._transport.last_url(), props)
 
     def _first_address_book(self, home: str) -> str:
-        reply = self._propfind(home, [xml.RESOURCETYPE], depth=1)
+        reply = self._transport.propfind(home, [xml.RESOURCETYPE], depth=1)
         for entry in self._multistatus(reply, "list the address book home").entries:
             if entry.has_type(xml.ADDRESSBOOK) and not same_href(entry.href, home):
                 return urljoin(home, entry.href)
         raise AddressBookError(
-            f"the address book home {_redact(home)} holds no address book",
+            f"the address book home {redact(home)} holds no address book",
             "create an address book on the server, or give its URL",
         )
 
@@ -199,11 +165,11 @@ class CardDAVClient:
 
         A 403 is no error here: discovery goes on to the next place to look.
         """
-        reply = self._propfind(url, props, depth=0)
+        reply = self._transport.propfind(url, props, depth=0)
         if reply.status != 207:
             if reply.status == 401 or reply.status >= 500:
-                self._raise_for(reply, "answer PROPFIND")
-            log.debug("PROPFIND %s answered %d", _redact(url), reply.status)
+                raise_for(reply, "answer PROPFIND")
+            log.debug("PROPFIND %s answered %d", redact(url), reply.status)
             return None
         entries = self._multistatus(reply, "PROPFIND").entries
         if not entries:
@@ -224,12 +190,12 @@ class CardDAVClient:
             reply = self._sync_report(sync_token)
             if reply.status == 207:
                 return self._sync_changes(reply, full=False)
-            self._raise_for_auth(reply, sync=True)
+            raise_for_auth(reply, sync=True)
             if not 400 <= reply.status < 500:
-                self._raise_for(reply, "sync-collection")
+                raise_for(reply, "sync-collection")
             log.warning(
                 "sync-token rejected by %s (%d%s); listing everything",
-                _redact(self._require_collection()),
+                redact(self._require_collection()),
                 reply.status,
                 ", valid-sync-token" if self._token_rejected(reply) else "",
             )
@@ -251,22 +217,22 @@ class CardDAVClient:
             reply = self._sync_report("")
             if reply.status == 207:
                 return self._sync_changes(reply, full=True)
-            self._raise_for_auth(reply, sync=True)
+            raise_for_auth(reply, sync=True)
             if not (400 <= reply.status < 500 or reply.status == 501):
-                self._raise_for(reply, "sync-collection")
+                raise_for(reply, "sync-collection")
             log.info(
                 "%s has no sync-collection (%d); using etag listings",
-                _redact(self._require_collection()),
+                redact(self._require_collection()),
                 reply.status,
             )
             self._sync_supported = False
         return Changes(None, self._listing(), [], full=True)
 
-    def _sync_report(self, sync_token: str) -> _Reply:
+    def _sync_report(self, sync_token: str) -> Reply:
         body = xml.sync_collection_body(sync_token)
-        return self._report(self._require_collection(), body, depth="0")
+        return self._transport.report(self._require_collection(), body, depth="0")
 
-    def _sync_changes(self, reply: _Reply, full: bool) -> Changes:
+    def _sync_changes(self, reply: Reply, full: bool) -> Changes:
         """Collect the answer, asking again while the server truncates (507)."""
         changed: dict[str, Item] = {}
         deleted: dict[str, str] = {}
@@ -279,9 +245,9 @@ class CardDAVClient:
                 )
             reply = self._sync_report(page.sync_token)
             if reply.status != 207:
-                self._raise_for(reply, "sync-collection (next page)")
+                raise_for(reply, "sync-collection (next page)")
         raise AddressBookError(
-            f"{_redact(self._require_collection())} truncated its sync answer "
+            f"{redact(self._require_collection())} truncated its sync answer "
             f"{_MAX_SYNC_PAGES} times"
         )
 
@@ -304,7 +270,9 @@ class CardDAVClient:
 
     def _listing(self) -> list[Item]:
         collection = self._require_collection()
-        reply = self._propfind(collection, [xml.RESOURCETYPE, xml.GETETAG], depth=1)
+        reply = self._transport.propfind(
+            collection, [xml.RESOURCETYPE, xml.GETETAG], depth=1
+        )
         items = []
         for entry in self._multistatus(reply, "list the address book").entries:
             if same_href(entry.href, collection) or entry.has_type(xml.COLLECTION):
@@ -315,7 +283,7 @@ class CardDAVClient:
 
     def _multiget_batch(self, hrefs: Sequence[str]) -> list[Item]:
         body = xml.multiget_body(hrefs)
-        reply = self._report(self._require_collection(), body, depth=None)
+        reply = self._transport.report(self._require_collection(), body, depth=None)
         items = []
         for entry in self._multistatus(reply, "addressbook-multiget").entries:
             data = entry.text(xml.ADDRESS_DATA)
@@ -334,7 +302,9 @@ class CardDAVClient:
         the etag is None unless the server gave a strong one.
         """
         headers = {"If-None-Match": "*", "Content-Type": VCARD_TYPE}
-        reply = self._request("PUT", self._abs(href), data.encode("utf-8"), headers)
+        reply = self._transport.request(
+            "PUT", self._abs(href), data.encode("utf-8"), headers
+        )
         self._raise_if_card_refused(reply, href)
         if reply.status == 412:
             raise WriteConflict(f"{self._display(href)} already exists")
@@ -343,22 +313,24 @@ class CardDAVClient:
         location = reply.headers.get("Location")
         if location:
             href = urlsplit(location).path
-        return href, _strong_etag(reply.headers.get("ETag"))
+        return href, strong_etag(reply.headers.get("ETag"))
 
     def update(self, href: str, data: str, etag: str) -> str | None:
         """PUT a changed card with If-Match: etag; returns the new strong etag."""
         headers = {"If-Match": etag, "Content-Type": VCARD_TYPE}
-        reply = self._request("PUT", self._abs(href), data.encode("utf-8"), headers)
+        reply = self._transport.request(
+            "PUT", self._abs(href), data.encode("utf-8"), headers
+        )
         self._raise_if_card_refused(reply, href)
         if reply.status in (404, 412):
             raise WriteConflict(f"{self._display(href)} changed on the server")
         self._expect(reply, "update the card", 200, 201, 204)
-        return _strong_etag(reply.headers.get("ETag"))
+        return strong_etag(reply.headers.get("ETag"))
 
     def delete(self, href: str, etag: str | None) -> None:
         """DELETE a card, with If-Match when an etag is given; gone already is fine."""
         headers = {"If-Match": etag} if etag else {}
-        reply = self._request("DELETE", self._abs(href), b"", headers)
+        reply = self._transport.request("DELETE", self._abs(href), b"", headers)
         if reply.status == 412:
             raise WriteConflict(f"{self._display(href)} changed on the server")
         if reply.status == 404:
@@ -366,7 +338,7 @@ class CardDAVClient:
             return
         self._expect(reply, "delete the card", 200, 202, 204)
 
-    def _raise_if_card_refused(self, reply: _Reply, href: str) -> None:
+    def _raise_if_card_refused(self, reply: Reply, href: str) -> None:
         """Raise when a PUT failed a CardDAV precondition, not the If-* header.
 
         Xandikos answers an unparsable card with 412 and
@@ -403,103 +375,22 @@ class CardDAVClient:
 
     # -- requests ----------------------------------------------------------
 
-    def _propfind(self, url: str, props: list[str], depth: int) -> _Reply:
-        headers = {"Depth": str(depth), "Content-Type": XML_TYPE}
-        return self._request("PROPFIND", url, xml.propfind_body(props), headers)
-
-    def _report(self, url: str, body: bytes, depth: str | None) -> _Reply:
-        headers = {"Content-Type": XML_TYPE}
-        if depth is not None:
-            headers["Depth"] = depth
-        return self._request("REPORT", url, body, headers)
-
-    def _request(
-        self, method: str, url: str, body: bytes, headers: Mapping[str, str]
-    ) -> _Reply:
-        """Send one request through DAVClient and return the raw answer."""
-        with self._lock:
-            self._last = None
-            try:
-                self._dav.request(url, method, WireBytes(body), headers)  # type: ignore[arg-type]
-            except http.exceptions.SSLError as exc:
-                # A certificate problem will not pass by waiting: no outbox hint.
-                raise AddressBookError(
-                    f"TLS with {_redact(url)} failed: {exc}",
-                    "check the server's certificate and the URL",
-                ) from exc
-            except (http.exceptions.ConnectionError, http.exceptions.Timeout) as exc:
-                raise ServerUnreachable(
-                    f"cannot reach the CardDAV server at {_redact(url)}: "
-                    f"{type(exc).__name__}",
-                    "writes wait in the outbox until it is back",
-                ) from exc
-            except http.exceptions.RequestException as exc:
-                raise AddressBookError(
-                    f"{method} {_redact(url)} failed: {type(exc).__name__}"
-                ) from exc
-            except (dav_error.DAVError, etree.LxmlError) as exc:
-                # The status tells callers what happened (401, 403, 503, bad XML).
-                if self._last is None:
-                    raise AddressBookError(f"{method} {_redact(url)} failed") from exc
-            return self._reply()
-
-    def _keep_response(self, response: Any, *args: Any, **kwargs: Any) -> Any:
-        """Session hook: remember the last raw response (the final redirect hop)."""
-        self._last = response
-        return response
-
-    def _reply(self) -> _Reply:
-        response = self._last
-        return _Reply(
-            status=response.status_code,
-            headers=response.headers,
-            body=response.content or b"",
-            url=str(response.url),
-        )
-
-    def _last_url(self) -> str:
-        return "" if self._last is None else str(self._last.url)
-
     # -- answers -----------------------------------------------------------
 
-    def _multistatus(self, reply: _Reply, what: str) -> xml.Multistatus:
+    def _multistatus(self, reply: Reply, what: str) -> xml.Multistatus:
         self._expect(reply, what, 207)
         try:
             return xml.parse_multistatus(reply.body)
         except xml.XMLError as exc:
             raise AddressBookError(
-                f"{_redact(reply.url)} answered {what} with bad XML: {exc}"
+                f"{redact(reply.url)} answered {what} with bad XML: {exc}"
             ) from exc
 
-    def _expect(self, reply: _Reply, what: str, *statuses: int) -> None:
+    def _expect(self, reply: Reply, what: str, *statuses: int) -> None:
         if reply.status not in statuses:
-            self._raise_for(reply, what)
+            raise_for(reply, what)
 
-    def _raise_for(self, reply: _Reply, what: str) -> None:
-        self._raise_for_auth(reply)
-        if reply.status in _GATEWAY_DOWN:
-            raise ServerUnreachable(
-                f"the CardDAV server at {_redact(reply.url)} is unavailable "
-                f"({reply.status}) for {what}"
-            )
-        raise AddressBookError(
-            f"{_redact(reply.url)} refused to {what}: HTTP {reply.status}"
-        )
-
-    def _raise_for_auth(self, reply: _Reply, sync: bool = False) -> None:
-        """Raise on 401, and on 403 unless it may be a rejected sync-token."""
-        if reply.status == 401:
-            raise AddressBookError(
-                f"{_redact(reply.url)} refused the credentials (HTTP 401)",
-                "check the username and password",
-            )
-        if reply.status == 403 and not sync:
-            raise AddressBookError(
-                f"{_redact(reply.url)} forbids this (HTTP 403)",
-                "check that the account may use this address book",
-            )
-
-    def _token_rejected(self, reply: _Reply) -> bool:
+    def _token_rejected(self, reply: Reply) -> bool:
         if reply.status not in _TOKEN_REJECTIONS:
             return False
         return xml.VALID_SYNC_TOKEN in xml.error_conditions(reply.body)
@@ -514,4 +405,4 @@ class CardDAVClient:
         return urljoin(self._require_collection(), href)
 
     def _display(self, href: str) -> str:
-        return _redact(self._abs(href))
+        return redact(self._abs(href))
