@@ -1,8 +1,7 @@
-"""A CardDAV client that moves card text and etags, over caldav's DAVClient.
+"""A CardDAV client that moves card text and etags: discovery, sync, writes.
 
-caldav's DAVClient keeps the session and negotiates auth; the answers are read
-from the raw HTTP response (caught by a session hook), because DAVResponse
-folds CRLF into LF and card text must travel byte-for-byte.
+Requests go through :mod:`segcard.carddav.transport` (caldav's DAVClient);
+this module knows what to ask a CardDAV server and how to read its answers.
 """
 
 from __future__ import annotations
