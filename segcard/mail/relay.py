@@ -1,11 +1,15 @@
 """The relay: takes spooled copies to the upstream submission server.
 
-A feeder hands due copies to a few workers, a batch at a time, read from
-the spool together with their bytes; each worker keeps one connection to
-the upstream (aiosmtplib: smtp+starttls, smtps or plain smtp, with AUTH)
-while it has work, and records every outcome in the spool at once:
+The submission server hands over the copies it has just spooled, bytes and
+all; a feeder reads the others from the spool (retries, copies spooled by
+other parts or processes, all of them at start), a batch at a time. A few
+workers take them in turn; each keeps one connection to the upstream
+(aiosmtplib: smtp+starttls, smtps or plain smtp, with AUTH) while it has
+work, and records every outcome in the spool:
 
-- accepted: the copy is marked sent and never goes out again;
+- accepted: the copy is marked sent and never goes out again. Marks are
+  written a batch at a time by a task of their own, so a worker goes on to
+  its next copy meanwhile; a copy stays in hand until its mark is written;
 - 4xx, a dropped connection, a timeout: the copy waits for its next try,
   with a delay that doubles from ``retry_initial`` up to ``retry_max``; after
   ``give_up_after`` seconds it is bounced;
@@ -24,6 +28,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -145,7 +150,11 @@ class Relay:
         self.notice_to = notice_to
         self.capabilities: frozenset[str] | None = None
         self._queue: asyncio.Queue[tuple[Copy, bytes | None]] = asyncio.Queue()
-        self._inflight: set[int] = set()
+        self._inflight: set[int] = set()  # queued, being sent, or being marked
+        self._settled: set[int] | None = None  # left the hand while a read ran
+        self._marks: list[int] = []  # sent, mark not yet written
+        self._marking: set[int] = set()
+        self._marks_waiting = asyncio.Event()
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -163,19 +172,34 @@ class Relay:
         """Look at the spool now: something was just accepted."""
         self._wake.set()
 
+    def hand_over(self, copies: Iterable[tuple[Copy, bytes]]) -> None:
+        """Take copies just spooled, with their bytes, without reading them
+        back from the spool."""
+        now = time.time()
+        for copy, data in copies:
+            if copy.next_try > now:
+                self._wake.set()  # the feeder's timer must know of it
+            elif copy.id not in self._inflight:
+                self._take(copy, data)
+
     # -- running ------------------------------------------------------------
 
     async def run(self) -> None:
         """Relay until :meth:`stop`; every queued copy is due at start."""
         await asyncio.to_thread(self._start_up)
         workers = [asyncio.create_task(self._worker()) for _ in range(self.connections)]
-        probe = asyncio.create_task(self._quiet_probe())
+        helpers = [
+            asyncio.create_task(self._quiet_probe()),
+            asyncio.create_task(self._mark_sent()),
+        ]
         try:
             await self._feed()
         finally:
-            for task in (*workers, probe):
+            for task in (*workers, *helpers):
                 task.cancel()
-            await asyncio.gather(*workers, probe, return_exceptions=True)
+            await asyncio.gather(*workers, *helpers, return_exceptions=True)
+            if self._marks:
+                await asyncio.to_thread(self.spool.mark_all_sent, self._marks)
 
     def stop(self) -> None:
         self._stopping = True
@@ -204,16 +228,22 @@ class Relay:
     async def _fill(self) -> float | None:
         """Queue the due copies that are not in hand yet; when the next is due.
 
-        The copies in hand are left out by the query itself: one that a
-        worker settles while the query runs must not come back from it.
+        A copy that enters or leaves the hand while the spool is read may
+        be in the answer as it was before: it is left out, or it would be
+        sent twice.
         """
         limit = BATCH - self._queue.qsize()
-        found, next_due = await asyncio.to_thread(
-            self._due, time.time(), limit, frozenset(self._inflight)
-        )
+        self._settled = set()
+        try:
+            found, next_due = await asyncio.to_thread(
+                self._due, time.time(), limit, frozenset(self._inflight)
+            )
+            skip = self._inflight | self._settled
+        finally:
+            self._settled = None
         for copy, data in found:
-            self._inflight.add(copy.id)
-            self._queue.put_nowait((copy, data))
+            if copy.id not in skip:
+                self._take(copy, data)
         return next_due
 
     def _due(
@@ -227,6 +257,21 @@ class Relay:
             budget -= len(data) if data is not None else 0
             found.append((copy, data))
         return found, self.spool.next_due()
+
+    def _take(self, copy: Copy, data: bytes | None) -> None:
+        """Put *copy* in hand: queued for the next free worker."""
+        self._inflight.add(copy.id)
+        if self._settled is not None:
+            self._settled.add(copy.id)
+        self._queue.put_nowait((copy, data))
+
+    def _release(self, copy_id: int) -> None:
+        """*copy_id* is out of hand: settled, or waiting in the spool again."""
+        self._inflight.discard(copy_id)
+        if self._settled is not None:
+            self._settled.add(copy_id)
+        if self._queue.qsize() < BATCH // 2:
+            self._wake.set()
 
     async def _sleep(self, next_due: float | None, now: float) -> None:
         """Wait for a wake-up, the next due copy, or the poll interval."""
@@ -250,11 +295,28 @@ class Relay:
                 try:
                     await self._handle(lane, copy, data)
                 finally:
-                    self._inflight.discard(copy.id)
-                    if self._queue.qsize() < BATCH // 2:
-                        self._wake.set()
+                    if copy.id not in self._marking:
+                        self._release(copy.id)
         finally:
             await lane.close()
+
+    async def _mark_sent(self) -> None:
+        """Write the marks of sent copies, all that wait in one transaction."""
+        while True:
+            await self._marks_waiting.wait()
+            self._marks_waiting.clear()
+            marks, self._marks = self._marks, []
+            try:
+                await asyncio.to_thread(self.spool.mark_all_sent, marks)
+            except Exception:  # noqa: BLE001 - keep them, and try again
+                log.exception("marking %d copies sent failed", len(marks))
+                self._marks = marks + self._marks
+                await asyncio.sleep(1.0)
+                self._marks_waiting.set()
+                continue
+            for copy_id in marks:
+                self._marking.discard(copy_id)
+                self._release(copy_id)
 
     async def _handle(self, lane: _Lane, copy: Copy, data: bytes | None) -> None:
         try:
@@ -271,7 +333,10 @@ class Relay:
     # -- outcomes -------------------------------------------------------------
 
     async def delivered(self, copy: Copy) -> None:
-        await asyncio.to_thread(self.spool.mark_sent, copy.id)
+        """The upstream took *copy*: its mark goes to the next batch."""
+        self._marking.add(copy.id)
+        self._marks.append(copy.id)
+        self._marks_waiting.set()
         log.info(
             "relayed copy %d, Message-ID %s, from %s to %s",
             copy.id,

@@ -211,6 +211,17 @@ class Spool:
         after which the submission server may answer 250. *body_start* is
         where the body of *raw* starts, when the caller knows it already.
         """
+        return self.accept_copies(raw, copies, smtputf8, peer, body_start)[0]
+
+    def accept_copies(
+        self,
+        raw: bytes,
+        copies: Sequence[NewCopy],
+        smtputf8: bool = False,
+        peer: str | None = None,
+        body_start: int | None = None,
+    ) -> tuple[str, list[Copy]]:
+        """Like accept; also the copies as queued, in the order of *copies*."""
         message = _new_id()
         if body_start is None:
             body_start = len(raw) - len(split_message(raw).body)
@@ -228,8 +239,11 @@ class Spool:
                 "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
+            ids = db.execute(
+                "SELECT id FROM copies WHERE message=? ORDER BY id", (message,)
+            ).fetchall()
         log.debug("spooled %s with %d copies", message, len(rows))
-        return message
+        return message, [_queued(i, row) for (i,), row in zip(ids, rows, strict=True)]
 
     def _path(self, message: str) -> Path:
         """Where an older spool kept the bytes of *message*."""
@@ -296,6 +310,15 @@ class Spool:
         Not fsynced on its own (see the module docstring).
         """
         self._set(copy_id, State.SENT, None, durable=False)
+
+    def mark_all_sent(self, copy_ids: Collection[int]) -> None:
+        """mark_sent for several copies, in one transaction."""
+        now = time.time()
+        with self._transaction(durable=False) as db:
+            db.executemany(
+                "UPDATE copies SET state=?, last_error=NULL, updated_at=? WHERE id=?",
+                [(State.SENT.value, now, i) for i in copy_ids],
+            )
 
     def fail(self, copy_id: int, error: str) -> None:
         """Record a final refusal."""
@@ -495,6 +518,16 @@ def _split_copy(raw: bytes, body_start: int, data: bytes) -> tuple[bytes, int]:
     ):
         return data[: len(data) - body_length], body_start
     return data, len(raw)
+
+
+def _queued(copy_id: int, row: tuple[object, ...]) -> Copy:
+    """The Copy that _copy_row wrote as *row* under *copy_id*."""
+    message, sender, rcpts, uid, token, message_id = row[:6]
+    utf8, _state, next_try, created_at, updated_at = row[8:]
+    return _copy(
+        (copy_id, message, sender, rcpts, uid, token, message_id, utf8)
+        + (State.QUEUED.value, 0, next_try, None, created_at, updated_at)
+    )
 
 
 def _ascii(*texts: str) -> bool:

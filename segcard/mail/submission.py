@@ -46,7 +46,7 @@ from segcard.errors import ConfigError, SegcardError
 from segcard.mail.plan import LeakRefused, Planner, Prepared
 from segcard.mail.relay import Relay, Retry, parse_upstream
 from segcard.mail.rewrite import RewriteRefused
-from segcard.mail.spool import Spool
+from segcard.mail.spool import Copy, Spool
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class SubmissionHandler:
         raw = envelope.original_content
         assert isinstance(raw, bytes) and envelope.mail_from is not None
         try:
-            spool_id = await asyncio.to_thread(
+            spool_id, copies = await asyncio.to_thread(
                 self._accept, raw, envelope.mail_from, envelope, peer
             )
         except RewriteRefused as exc:
@@ -213,19 +213,24 @@ class SubmissionHandler:
         except Exception:  # noqa: BLE001 - the client must hear 4xx, and retry
             log.exception("%s: message not accepted", peer)
             return REPLY_NOT_ACCEPTED
-        self.relay.wake()
+        self.relay.hand_over(copies)
         return REPLY_QUEUED.format(id=spool_id)
 
-    def _accept(self, raw: bytes, mail_from: str, envelope: Envelope, peer: str) -> str:
-        """Plan and spool the copies (in a worker thread); the spool id."""
+    def _accept(
+        self, raw: bytes, mail_from: str, envelope: Envelope, peer: str
+    ) -> tuple[str, list[tuple[Copy, bytes]]]:
+        """Plan and spool the copies (in a worker thread): the spool id, and
+        each copy as spooled with its bytes."""
         prepared = self.planner.prepare(
             raw, mail_from, list(envelope.rcpt_tos), self.refuse_leaks
         )
         return self._spool(raw, prepared, envelope.smtp_utf8, peer)
 
-    def _spool(self, raw: bytes, prepared: Prepared, smtputf8: bool, peer: str) -> str:
+    def _spool(
+        self, raw: bytes, prepared: Prepared, smtputf8: bool, peer: str
+    ) -> tuple[str, list[tuple[Copy, bytes]]]:
         """Spool the copies; then note leaks and every copy's Message-ID."""
-        spool_id = self.spool.accept(
+        spool_id, spooled = self.spool.accept_copies(
             raw, prepared.copies, smtputf8, peer, prepared.body_start
         )
         log.info(
@@ -250,7 +255,8 @@ class SubmissionHandler:
                 self.app.index.record_message(
                     copy.message_id, copy.uid, copy.token, rcpt.lower(), "out"
                 )
-        return spool_id
+        pairs = zip(spooled, prepared.copies, strict=True)
+        return spool_id, [(copy, new.data) for copy, new in pairs]
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("submission session failed", exc_info=error)

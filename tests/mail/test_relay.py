@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -126,6 +127,38 @@ def test_copy_settled_while_the_spool_is_read_is_not_sent_again(
 
     rcpts = sorted(got.rcpts for got in sink.received)
     assert rcpts == [("a@example.org",), ("b@example.org",), ("c@example.org",)]
+
+
+def test_sent_copy_whose_mark_failed_is_marked_by_stop_and_not_resent(
+    tmp_path: Path, sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sent copy stays in hand while its mark cannot be written; the relay
+    writes it before it stops, so a restart does not send it again."""
+    running = Running(tmp_path, parse_upstream(sink.url))
+    write = running.spool.mark_all_sent
+    failed: list[list[int]] = []
+
+    def failing_once(copy_ids: list[int]) -> None:
+        if not failed:
+            failed.append(list(copy_ids))
+            raise sqlite3.OperationalError("disk I/O error")  # the fault
+        write(copy_ids)
+
+    monkeypatch.setattr(running.spool, "mark_all_sent", failing_once)
+    try:
+        copy_id = running.spool_copy()
+        sink.wait_for(1)
+        wait_until(lambda: bool(failed))
+        running.loop.loop.call_soon_threadsafe(running.relay.wake)
+    finally:
+        running.close()
+    reopened = Spool(tmp_path / "spool")
+    state = reopened.get(copy_id).state  # type: ignore[union-attr]
+    reopened.close()
+
+    assert failed == [[copy_id]]
+    assert state == State.SENT
+    assert len(sink.received) == 1
 
 
 def test_upstream_down_for_a_while_gets_the_copy_after(tmp_path: Path) -> None:

@@ -111,6 +111,27 @@ def test_sent_copy_is_never_due_again(spool: Spool) -> None:
     assert spool.get(copy.id).state == State.SENT  # type: ignore[union-attr]
 
 
+def test_accept_hands_back_the_copies_as_stored(spool: Spool) -> None:
+    """The copies accept_copies returns are the rows the spool holds."""
+    message, handed = spool.accept_copies(
+        RAW, [new_copy(), new_copy(RAW, ("jörg@example.org",))]
+    )
+
+    assert handed == spool.copies()
+    assert [c.message for c in handed] == [message, message]
+
+
+def test_several_copies_are_marked_sent_at_once(spool: Spool) -> None:
+    """mark_all_sent settles every copy named and no other."""
+    spool.accept(RAW, [new_copy(), new_copy(), new_copy()])
+    first, second, third = spool.copies()
+
+    spool.mark_all_sent([first.id, third.id])
+
+    states = [c.state for c in spool.copies()]
+    assert states == [State.SENT, State.QUEUED, State.SENT]
+
+
 def test_deferred_copy_waits_and_keeps_only_the_recipients_left(spool: Spool) -> None:
     """A deferral counts the try, sets the next one and can narrow recipients."""
     spool.accept(RAW, [new_copy(rcpts=("a@example.org", "b@example.org"))])
