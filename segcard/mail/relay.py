@@ -152,6 +152,7 @@ class Relay:
         self._queue: asyncio.Queue[tuple[Copy, bytes | None]] = asyncio.Queue()
         self._inflight: set[int] = set()  # queued, being sent, or being marked
         self._settled: set[int] | None = None  # left the hand while a read ran
+        self._more_due = False  # the last read may have left due copies behind
         self._marks: list[int] = []  # sent, mark not yet written
         self._marking: set[int] = set()
         self._marks_waiting = asyncio.Event()
@@ -244,6 +245,7 @@ class Relay:
         for copy, data in found:
             if copy.id not in skip:
                 self._take(copy, data)
+        self._more_due = len(found) >= limit
         return next_due
 
     def _due(
@@ -270,7 +272,7 @@ class Relay:
         self._inflight.discard(copy_id)
         if self._settled is not None:
             self._settled.add(copy_id)
-        if self._queue.qsize() < BATCH // 2:
+        if self._more_due and self._queue.qsize() < BATCH // 2:
             self._wake.set()
 
     async def _sleep(self, next_due: float | None, now: float) -> None:
@@ -357,6 +359,7 @@ class Relay:
             return
         next_try = time.time() + self.retry.delay(copy.attempts)
         await asyncio.to_thread(self.spool.defer, copy.id, error, next_try, rcpts)
+        self._wake.set()  # the feeder's timer must know of the next try
         log.warning(
             "copy %d, Message-ID %s, to %s deferred: %s",
             copy.id,

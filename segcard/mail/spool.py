@@ -220,8 +220,13 @@ class Spool:
         smtputf8: bool = False,
         peer: str | None = None,
         body_start: int | None = None,
+        warning: Warning | None = None,
     ) -> tuple[str, list[Copy]]:
-        """Like accept; also the copies as queued, in the order of *copies*."""
+        """Like accept; also the copies as queued, in the order of *copies*.
+
+        A leak *warning* (its id and time are not used) is recorded in the
+        same transaction.
+        """
         message = _new_id()
         if body_start is None:
             body_start = len(raw) - len(split_message(raw).body)
@@ -242,6 +247,8 @@ class Spool:
             ids = db.execute(
                 "SELECT id FROM copies WHERE message=? ORDER BY id", (message,)
             ).fetchall()
+            if warning is not None:
+                _insert_warning(db, now, warning.message_id, warning.places)
         log.debug("spooled %s with %d copies", message, len(rows))
         return message, [_queued(i, row) for (i,), row in zip(ids, rows, strict=True)]
 
@@ -381,10 +388,7 @@ class Spool:
     def add_warning(self, message_id: str | None, places: Sequence[str]) -> None:
         """Record a leak warning; like a sent mark, not fsynced on its own."""
         with self._transaction(durable=False) as db:
-            db.execute(
-                "INSERT INTO warnings (at, message_id, places) VALUES (?,?,?)",
-                (time.time(), message_id, json.dumps(list(places))),
-            )
+            _insert_warning(db, time.time(), message_id, places)
 
     def warnings(self, limit: int = 20) -> list[Warning]:
         """The latest leak warnings, newest first."""
@@ -518,6 +522,15 @@ def _split_copy(raw: bytes, body_start: int, data: bytes) -> tuple[bytes, int]:
     ):
         return data[: len(data) - body_length], body_start
     return data, len(raw)
+
+
+def _insert_warning(
+    db: sqlite3.Connection, at: float, message_id: str | None, places: Sequence[str]
+) -> None:
+    db.execute(
+        "INSERT INTO warnings (at, message_id, places) VALUES (?,?,?)",
+        (at, message_id, json.dumps(list(places))),
+    )
 
 
 def _queued(copy_id: int, row: tuple[object, ...]) -> Copy:

@@ -46,7 +46,7 @@ from segcard.errors import ConfigError, SegcardError
 from segcard.mail.plan import LeakRefused, Planner, Prepared
 from segcard.mail.relay import Relay, Retry, parse_upstream
 from segcard.mail.rewrite import RewriteRefused
-from segcard.mail.spool import Copy, Spool
+from segcard.mail.spool import Copy, Spool, Warning
 
 log = logging.getLogger(__name__)
 
@@ -230,8 +230,11 @@ class SubmissionHandler:
         self, raw: bytes, prepared: Prepared, smtputf8: bool, peer: str
     ) -> tuple[str, list[tuple[Copy, bytes]]]:
         """Spool the copies; then note leaks and every copy's Message-ID."""
+        warning = None
+        if prepared.leaks:
+            warning = Warning(0, 0.0, prepared.message_id, prepared.leaks)
         spool_id, spooled = self.spool.accept_copies(
-            raw, prepared.copies, smtputf8, peer, prepared.body_start
+            raw, prepared.copies, smtputf8, peer, prepared.body_start, warning
         )
         log.info(
             "%s: accepted Message-ID %s as %s, %d copies%s",
@@ -247,7 +250,6 @@ class SubmissionHandler:
                 prepared.message_id,
                 ", ".join(prepared.leaks),
             )
-            self.spool.add_warning(prepared.message_id, prepared.leaks)
         for copy in prepared.copies:
             if not (copy.uid and copy.token and copy.message_id):
                 continue

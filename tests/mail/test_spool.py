@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from segcard.mail.spool import SCHEMA, NewCopy, Spool, State
+from segcard.mail.spool import SCHEMA, NewCopy, Spool, State, Warning
 
 RAW = (
     b"From: John <john@john.example>\r\nTo: tom@example.org\r\nSubject: hi\r\n"
@@ -258,6 +258,16 @@ def test_older_spool_is_read_then_purged_from_its_files(tmp_path: Path) -> None:
     assert purged == 1
     assert list((tmp_path / "spool" / "msg").iterdir()) == []
     spool.close()
+
+
+def test_leak_warning_is_recorded_with_the_message(spool: Spool) -> None:
+    """A warning handed to accept_copies is kept with the accepted message."""
+    warning = Warning(0, 0.0, "m1@john.example", ["body part 1 (text/plain)"])
+
+    spool.accept_copies(RAW, [new_copy()], warning=warning)
+
+    (found,) = spool.warnings()
+    assert (found.message_id, found.places) == (warning.message_id, warning.places)
 
 
 def test_leak_warnings_are_kept_newest_first(spool: Spool) -> None:
