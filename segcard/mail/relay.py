@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 import time
@@ -91,7 +92,7 @@ def parse_upstream(
 
 def client_for(upstream: Upstream, timeout: float = TIMEOUT_SECONDS) -> aiosmtplib.SMTP:
     """An unconnected aiosmtplib client for *upstream*."""
-    context = ssl.create_default_context(cafile=upstream.ca_file or None)
+    tls = upstream.scheme != "smtp"
     return aiosmtplib.SMTP(
         hostname=upstream.host,
         port=upstream.port,
@@ -99,9 +100,18 @@ def client_for(upstream: Upstream, timeout: float = TIMEOUT_SECONDS) -> aiosmtpl
         password=upstream.password or None,
         use_tls=upstream.scheme == "smtps",
         start_tls=upstream.scheme == "smtp+starttls",
-        tls_context=context if upstream.scheme != "smtp" else None,
+        tls_context=tls_context(upstream.ca_file) if tls else None,
         timeout=timeout,
     )
+
+
+@functools.lru_cache(maxsize=8)
+def tls_context(ca_file: str = "") -> ssl.SSLContext:
+    """The client TLS context for the upstream, made once: loading the
+    system's CA certificates takes milliseconds, and a relay that made it
+    for every connection kept the event loop busy while the upstream was
+    down."""
+    return ssl.create_default_context(cafile=ca_file or None)
 
 
 async def open_client(

@@ -15,12 +15,12 @@ compaction step a journal would need.
 
 Acceptance is one transaction holding the message and its copies, and its
 commit is the one fsync (of the WAL) before the 250: a crash before it
-leaves nothing, a crash after it loses nothing. A copy marked sent is
-committed without an fsync of its own: it survives a crash of segcard at
-once, and a crash of the machine with the next fsync (the next accepted
-message, or a checkpoint). Losing that mark to a power cut sends the copy
-again, which SMTP allows for anyway: the upstream may have taken a copy
-whose 250 never reached us.
+leaves nothing, a crash after it loses nothing. A copy marked sent (and
+a deferral, and a leak warning) is committed without an fsync of its own:
+it survives a crash of segcard at once, and a crash of the machine with
+the next fsync (the next accepted message, or a checkpoint). Losing a sent
+mark to a power cut sends the copy again, which SMTP allows for anyway:
+the upstream may have taken a copy whose 250 never reached us.
 
 Reads (the relay's due copies and their bytes, ``segcard queue``) go
 through a connection of their own, so they never wait behind an fsync.
@@ -342,8 +342,13 @@ class Spool:
         next_try: float,
         rcpts: Sequence[str] | None = None,
     ) -> None:
-        """Count a failed try and set the next; *rcpts* narrows the copy."""
-        with self._transaction() as db:
+        """Count a failed try and set the next; *rcpts* narrows the copy.
+
+        Only a narrowing is fsynced: a lost count or time (a power cut)
+        just makes the next try come sooner, while a lost narrowing would
+        send the copy again to the recipients who have it.
+        """
+        with self._transaction(durable=rcpts is not None) as db:
             db.execute(
                 "UPDATE copies SET attempts=attempts+1, last_error=?, next_try=?, "
                 "updated_at=? WHERE id=? AND state=?",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from segcard.mail.check import check_upstream
-from segcard.mail.relay import Relay, Retry, Upstream, parse_upstream
+from segcard.mail.relay import Relay, Retry, Upstream, client_for, parse_upstream
 from segcard.mail.spool import NewCopy, Spool, State
 from tests.mail.smtp_sink import HOST, LoopThread, Sink, free_port, wait_until
 
@@ -345,6 +345,18 @@ def test_parse_upstream_knows_the_three_schemes() -> None:
     assert parse_upstream("smtp://127.0.0.1:2525").port == 2525
     with pytest.raises(Exception, match="not a submission server URL"):
         parse_upstream("http://mail.example")
+
+
+def test_tls_context_is_made_once_and_not_for_plain_smtp() -> None:
+    """Every connection to a TLS upstream shares one context; plain SMTP
+    (loopback only) makes none."""
+    first = client_for(parse_upstream("smtp+starttls://mail.example"))
+    second = client_for(parse_upstream("smtps://mail.example"))
+    plain = client_for(parse_upstream("smtp://127.0.0.1:2525"))
+
+    assert first.tls_context is not None
+    assert first.tls_context is second.tls_context
+    assert plain.tls_context is None
 
 
 # -- segcard check -------------------------------------------------------------
