@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import re
 import socket
 import ssl
 import time
@@ -346,32 +347,33 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> bytes | 
 
     Reads to CRLF "." CRLF whatever the lines in between look like; the
     whole message is read even when it is too big, so that the session stays
-    in step with the client.
+    in step with the client. It reads up to each ".\r\n" (or as much as the
+    reader holds), not line by line: a line ending in a dot is rare.
     """
     parts: list[bytes] = []
-    size = 0
-    line_start = after_crlf = True
-    last = b"\n"  # the byte before this chunk
+    size = 0  # octets of the message, unstuffed
+    before = b"\r\n"  # the two octets before the next part
     while True:
         try:
-            chunk = await reader.readuntil(b"\n")
+            part = await reader.readuntil(b".\r\n")
         except asyncio.LimitOverrunError as exc:
-            chunk = await reader.read(exc.consumed)
-        if line_start and after_crlf and chunk == b".\r\n":
+            part = await reader.read(exc.consumed)
+        ended = part.endswith(b".\r\n") and (before + part)[-5:-3] == b"\r\n"
+        content = part[:-3] if ended else part
+        # A "." that starts a line was doubled by the client (section 4.5.2).
+        at_start = before.endswith(b"\n") and content.startswith(b".")
+        size += len(content) - content.count(b"\n.") - int(at_start)
+        if not limit or size <= limit:
+            parts.append(content)
+        if ended:
             break
-        crlf = chunk.endswith(b"\r\n") or (chunk == b"\n" and last == b"\r")
-        last = chunk[-1:]
-        if line_start and chunk[:1] == b".":
-            chunk = chunk[1:]
-        line_start, after_crlf = last == b"\n", crlf
-        size += len(chunk)
-        if limit and size > limit:
-            parts.clear()
-            continue
-        parts.append(chunk)
+        before = (before + part)[-2:]
     if limit and size > limit:
         return None
-    return b"".join(parts)
+    return _LINE_DOT.sub(b"", b"".join(parts))
+
+
+_LINE_DOT = re.compile(rb"^\.", re.MULTILINE)
 
 
 class _QuietAuthWarning(logging.Filter):

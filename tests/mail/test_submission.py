@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ from segcard.errors import ConfigError
 from segcard.mail.leaks import header_leaks
 from segcard.mail.rewrite import RewriteRefused, header_from
 from segcard.mail.spool import Spool, State
-from segcard.mail.submission import LoginLimiter
+from segcard.mail.submission import LoginLimiter, read_data
 from segcard.segment import Kind
 from tests.mail._corpus import mail_files, require_corpus
 from tests.mail.rewrite_checks import assert_only_intended_changes
@@ -332,6 +333,34 @@ def test_long_lines_bare_lf_and_leading_dots_survive(app: App) -> None:
 
     body = got.data.split(b"\r\n\r\n", 1)[1]
     assert body == long_line + b"\r\nbare\r\n.dot\r\n..two\r\n"
+
+
+STUFFED = b"..a\r\nb.\r\n\n.\r\nc\n..d\r\n.\r\nQUIT\r\n"
+
+
+@pytest.mark.parametrize("stream_limit", [4, 1001])
+@pytest.mark.parametrize(
+    ("size_limit", "expected"),
+    [(None, b".a\r\nb.\r\n\n\r\nc\n.d\r\n"), (5, None)],
+    ids=["whole", "too-big"],
+)
+def test_data_ends_at_crlf_dot_crlf_unstuffed_and_leaves_the_next_command(
+    stream_limit: int, size_limit: int | None, expected: bytes | None
+) -> None:
+    """Only CRLF "." CRLF ends the data (not "." after a bare LF or after
+    text), a leading dot goes after any line break, a message over the limit
+    is read to its end all the same, and the next command stays unread."""
+
+    async def read() -> tuple[bytes | None, bytes]:
+        reader = asyncio.StreamReader(limit=stream_limit)
+        reader.feed_data(STUFFED)
+        reader.feed_eof()
+        return await read_data(reader, size_limit), await reader.read()
+
+    data, rest = asyncio.run(read())
+
+    assert data == expected
+    assert rest == b"QUIT\r\n"
 
 
 def test_long_line_refused_upstream_comes_back_as_a_bounce(
