@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -32,6 +32,10 @@ from segcard.store.index import GIVEN_UP, Index, Row
 log = logging.getLogger(__name__)
 
 CONFLICT_RETRIES = 3
+# A listing that drops at least this many cards, and more than this share of
+# the book, is taken for a server that lost its data, not for deletions.
+MASS_LOSS_MIN = 5
+MASS_LOSS_SHARE = 0.5
 FETCH_BATCH = 500  # cards per addressbook-multiget
 
 
@@ -173,9 +177,39 @@ class Syncer:
             report.requests += 1
             report.fetched += len(items)
             self.apply_remote(items, report)
-        for uid in plan.forget:
-            self._forget(uid, report)
+        if self._mass_loss(plan, changes):
+            self._restore(plan.forget, report)
+        else:
+            for uid in plan.forget:
+                self._forget(uid, report)
         self.index.set_state("sync_token", changes.sync_token)
+
+    def _mass_loss(self, plan: PullPlan, changes: Changes) -> bool:
+        """Whether a listing drops so many cards that the server lost them.
+
+        A user deletes contacts a few at a time; a server that comes back
+        empty, or a URL that now points at another book, drops most of them
+        at once. Forgetting them would make their addresses bounce.
+        """
+        known = len(self.index.hrefs())
+        lost = len(plan.forget)
+        return lost >= MASS_LOSS_MIN and lost > known * MASS_LOSS_SHARE
+
+    def _restore(self, uids: list[str], report: Report) -> None:
+        """Write the cards the server lost back to it, from the index."""
+        log.warning(
+            "the address book dropped %d of its cards at once; keeping them "
+            "and writing them back (delete contacts with 'segcard remove')",
+            len(uids),
+        )
+        for uid in uids:
+            row = self.index.row(uid)
+            if row is None:
+                continue
+            contact = replace(row.contact, href=None)
+            self.index.put(contact, row.card)
+            self.index.enqueue(uid)
+            report.restored += 1
 
     def _fetch_batches(self, hrefs: list[str]) -> Iterator[Sequence[Item]]:
         """Fetch cards in batches, the next batch while the last is merged.

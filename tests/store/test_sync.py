@@ -282,3 +282,34 @@ def test_foreign_lines_survive_write_back(app, other, carddav_server):
         assert "tom@example.org" in text and "FN:Tom Smith" in text
     else:
         assert vcard.strip_owned(text) == TOM_CARD
+
+
+def test_server_that_comes_back_empty_loses_no_contact(app, other, carddav_server):
+    """A book emptied at once is taken for data loss: cards are written back."""
+    contacts = [app.book.add(f"Shop {n}") for n in range(6)]
+    app.run_sync()
+    for href in list(other.list_etags()):
+        other.delete(href, None)
+
+    report = app.run_sync()
+    app.run_sync()
+
+    assert report.restored == 6
+    assert all(app.index.get(c.uid) for c in contacts)
+    restored = {
+        vcard.read_card(i.data).uid for i in other.multiget(list(other.list_etags()))
+    }
+    assert restored == {c.uid for c in contacts}
+
+
+def test_a_few_remote_deletions_are_taken_as_deletions(app, other):
+    """Deleting one card of many on a phone removes that contact only."""
+    contacts = [app.book.add(f"Shop {n}") for n in range(6)]
+    app.run_sync()
+    href, _text = server_card(other, contacts[0].uid)
+    other.delete(href, None)
+
+    app.run_sync()
+
+    assert app.index.get(contacts[0].uid) is None
+    assert all(app.index.get(c.uid) for c in contacts[1:])
