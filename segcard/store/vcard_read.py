@@ -68,7 +68,7 @@ def read_card(text: str) -> CardInfo:
     text = text.removeprefix(BOM)
     lines = logical_lines(text)
     parsed = [c for _, c in content_lines(lines)]
-    fields, tolerant = _read_vobject(text, parsed), False
+    fields, tolerant = _read_vobject(_without_blobs(lines), parsed), False
     if fields is None or not fields.found_anything():
         fields, tolerant = _read_tolerant(lines, parsed), True
     if not fields.found_anything():
@@ -78,6 +78,16 @@ def read_card(text: str) -> CardInfo:
     return CardInfo(
         fields.uid, fields.name, fields.emails, segment, fields.version, tolerant
     )
+
+
+# vobject unfolds with a cost that grows with the square of a value's length;
+# a 4 MB PHOTO took minutes. It reads none of what we need from such values.
+BLOB_LIMIT = 8192
+
+
+def _without_blobs(lines: list[LogicalLine]) -> str:
+    """The card's text for vobject, without values too long to matter."""
+    return "".join(x.raw for x in lines if len(x.text) <= BLOB_LIMIT)
 
 
 def _hopeless_reason(lines: list[LogicalLine]) -> str:

@@ -918,3 +918,31 @@ def test_any_line_soup_is_read_or_refused_and_patched_safely(
     assert again == patched
     assert vcard.strip_owned(patched) == vcard.strip_owned(text)
     assert vcard.content_hash(patched) == vcard.content_hash(text)
+
+
+def test_card_with_a_big_photo_is_read_without_handing_the_photo_to_vobject() -> None:
+    """A multi-megabyte PHOTO neither stops the fields being read nor reaches
+    vobject, whose unfolding grows with the square of a value's length."""
+    import base64
+
+    from segcard.store.vcard_read import _without_blobs
+    from segcard.store.vcard_text import logical_lines
+
+    photo = base64.b64encode(bytes(range(256)) * 4000).decode()
+    folded = "\r\n ".join(photo[i : i + 74] for i in range(0, len(photo), 74))
+    card = (
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:p1\r\nFN:Photo Person\r\n"
+        f"EMAIL:p@example.org\r\nPHOTO;ENCODING=b;TYPE=JPEG:{folded}\r\nEND:VCARD\r\n"
+    )
+
+    info = vcard.read_card(card)
+    for_vobject = _without_blobs(logical_lines(card))
+
+    assert (info.uid, info.name, info.emails) == (
+        "p1",
+        "Photo Person",
+        ("p@example.org",),
+    )
+    assert not info.tolerant
+    assert "PHOTO" not in for_vobject and "FN:Photo Person" in for_vobject
+    assert vcard.strip_owned(vcard.apply_segment(card, None, None)) == card
