@@ -185,11 +185,14 @@ class Relay:
 
     def hand_over(self, copies: Iterable[tuple[Copy, bytes]]) -> None:
         """Take copies just spooled, with their bytes, without reading them
-        back from the spool."""
+        back from the spool; while a batch waits already, they wait in the
+        spool instead, so that a slow upstream does not pile up bytes here."""
         now = time.time()
         for copy, data in copies:
             if copy.next_try > now:
                 self._wake.set()  # the feeder's timer must know of it
+            elif self._queue.qsize() >= BATCH:
+                self._more_due = True
             elif copy.id not in self._inflight:
                 self._take(copy, data)
 

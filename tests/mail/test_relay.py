@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from segcard.mail.check import check_upstream
-from segcard.mail.relay import Relay, Retry, Upstream, client_for, parse_upstream
+from segcard.mail.relay import (
+    BATCH,
+    Relay,
+    Retry,
+    Upstream,
+    client_for,
+    parse_upstream,
+)
 from segcard.mail.spool import NewCopy, Spool, State
 from tests.mail.smtp_sink import HOST, LoopThread, Sink, free_port, wait_until
 
@@ -159,6 +166,24 @@ def test_sent_copy_whose_mark_failed_is_marked_by_stop_and_not_resent(
     assert failed == [[copy_id]]
     assert state == State.SENT
     assert len(sink.received) == 1
+
+
+def test_copies_handed_over_past_a_batch_wait_in_the_spool_and_go_once(
+    relay: Running, sink: Sink
+) -> None:
+    """Copies handed over beyond one batch are left to the spool, then sent;
+    each copy arrives exactly once."""
+    rcpts = [f"r{n}@example.org" for n in range(BATCH + 8)]
+    new = [NewCopy(SENDER, (rcpt,), RAW) for rcpt in rcpts]
+    _, spooled = relay.spool.accept_copies(RAW, new)
+    handed = [(copy, RAW) for copy in spooled]
+
+    relay.loop.loop.call_soon_threadsafe(relay.relay.hand_over, handed)
+    got = sink.wait_for(len(rcpts))
+    wait_until(lambda: relay.spool.counts()[State.SENT] == len(rcpts))
+
+    assert sorted(g.rcpts[0] for g in got) == sorted(rcpts)
+    assert len(sink.received) == len(rcpts)
 
 
 def test_upstream_down_for_a_while_gets_the_copy_after(tmp_path: Path) -> None:
