@@ -76,6 +76,10 @@ class App:
     """The parts of segcard for one config."""
 
     def __init__(self, config: Config) -> None:
+        if not config["carddav.url"] and not config["embedded.port"]:
+            # A config written by hand may leave the port out: choose one
+            # once and keep it, since subscribed phones remember the URL.
+            config = configuration.set_option(config.path, "embedded.port", free_port())
         self.config = config
         self.paths = config.data
         self.paths.ensure()

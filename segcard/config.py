@@ -188,22 +188,75 @@ def _check_type(option: Option, value: Any) -> str | None:
     return None
 
 
+URL_SCHEMES = {
+    "carddav.url": ("http", "https"),
+    "upstream.url": ("smtp", "smtp+starttls", "smtps"),
+    "inbound.next_hop": ("smtp",),
+    "imap.url": ("imap", "imaps"),
+    "pop3.upstream": ("pop3", "pop3s"),
+}
+MINIMUM = {"grace_days": 0, "carddav.sync_interval": 10, "imap.poll_interval": 5}
+
+
 def _check_values(values: dict[str, Any]) -> list[str]:
+    """Problems with the values themselves, each naming its option."""
     problems = []
     try:
         Template(values["template"])
     except TemplateError as exc:
         problems.append(f"template: {exc}")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", values["user"] or "x"):
+    problems += _check_names(values)
+    problems += _check_addresses(values)
+    problems += _check_network(values)
+    for key, least in MINIMUM.items():
+        if key in values and values[key] < least:
+            problems.append(f"{key}: must be at least {least}")
+    data_dir = values["data_dir"]
+    if data_dir and not Path(data_dir).expanduser().is_absolute():
+        problems.append(f"data_dir: {data_dir!r} must be an absolute path")
+    return problems
+
+
+def _check_names(values: dict[str, Any]) -> list[str]:
+    problems = []
+    if not values["user"]:
+        problems.append("user: not set (the local part of your addresses)")
+    elif not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", values["user"]):
         problems.append("user: use lower-case letters, digits, '.', '_' or '-'")
     if not re.fullmatch(r"[a-z0-9.-]+\.[a-z0-9-]+", values["domain"].lower()):
         problems.append(f"domain: {values['domain']!r} is not a domain name")
+    return problems
+
+
+def _check_addresses(values: dict[str, Any]) -> list[str]:
+    problems = []
+    for key in ("identities", "open_identities"):
+        for address in values[key]:
+            if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", address):
+                problems.append(f"{key}: {address!r} is not an email address")
+    if values["submission.listen"] and not values["identities"]:
+        problems.append(
+            "identities: none set while submission.listen is on, so mail from "
+            "your real address would go out unchanged (segcard init --identity)"
+        )
+    return problems
+
+
+def _check_network(values: dict[str, Any]) -> list[str]:
+    problems = []
     for key in ("submission.listen", "inbound.smtp_listen", "pop3.listen"):
-        if values[key]:
+        if values.get(key):
             try:
                 parse_hostport(values[key])
             except ValueError as exc:
                 problems.append(f"{key}: {exc}")
+    if not 0 <= values["embedded.port"] < 65536:
+        problems.append("embedded.port: must be a port number (1 to 65535)")
+    for key, schemes in URL_SCHEMES.items():
+        url = values.get(key)
+        if url and url.partition("://")[0].lower() not in schemes:
+            wanted = ", ".join(f"{s}://" for s in schemes)
+            problems.append(f"{key}: {url!r} must start with {wanted}")
     return problems
 
 
@@ -270,6 +323,21 @@ def save(path: Path, flat: dict[str, Any]) -> Config:
     body = tomli_w.dumps(_nest({k: v for k, v in flat.items()}))
     paths.write_private(path, "\n".join(lines) + "\n\n" + body)
     return Config(values, path)
+
+
+def explicit_values(path: Path) -> dict[str, Any]:
+    """The options written in the file (not the defaults), flat."""
+    try:
+        return _flatten(tomllib.loads(path.read_text(encoding="utf-8")))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def set_option(path: Path, key: str, value: Any) -> Config:
+    """Change one option in the config file, keeping the others as set."""
+    flat = explicit_values(path)
+    flat[key] = value
+    return save(path, flat)
 
 
 def parse_hostport(text: str) -> tuple[str, int]:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import platformdirs
 
+from segcard.errors import ConfigError
+
 APP = "segcard"
 
 
@@ -83,8 +85,14 @@ class DataPaths:
     def ensure(self) -> None:
         """Create the data and runtime dirs, private to the user."""
         for path in (self.root, self.runtime):
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chmod(path, 0o700)
+            try:
+                path.mkdir(parents=True, exist_ok=True, mode=0o700)
+                os.chmod(path, 0o700)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot use {path} as segcard's data dir: {exc.strerror}",
+                    "set data_dir in the config to a directory you can write",
+                ) from exc
 
 
 def write_private(path: Path, text: str) -> None:

@@ -49,7 +49,8 @@ def test_secret_never_in_public_view(tmp_path):
 def test_password_command_first_line(tmp_path):
     """A password command's first output line is the password."""
     cfg = config.save(
-        tmp_path / "c.toml", {"carddav.password_command": "printf 's3cret\\nx'"}
+        tmp_path / "c.toml",
+        {"user": "a", "carddav.password_command": "printf 's3cret\\nx'"},
     )
 
     assert cfg.secret("carddav") == "s3cret"
@@ -57,7 +58,29 @@ def test_password_command_first_line(tmp_path):
 
 def test_failing_password_command_is_a_config_error(tmp_path):
     """A password command that fails gives a clear error, not a traceback."""
-    cfg = config.save(tmp_path / "c.toml", {"carddav.password_command": "false"})
+    cfg = config.save(
+        tmp_path / "c.toml", {"user": "a", "carddav.password_command": "false"}
+    )
 
     with pytest.raises(ConfigError, match="carddav.password_command"):
         cfg.secret("carddav")
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({}, "user"),
+        ({"user": "a", "grace_days": -5}, "grace_days"),
+        ({"user": "a", "identities": ["notanaddress"]}, "identities"),
+        ({"user": "a", "upstream.url": "smtp.example:587"}, "upstream.url"),
+        ({"user": "a", "carddav.url": "not a url"}, "carddav.url"),
+        ({"user": "a", "embedded.port": 99999}, "embedded.port"),
+        ({"user": "a", "data_dir": "relative/dir"}, "data_dir"),
+        ({"user": "a", "carddav.sync_interval": 0}, "carddav.sync_interval"),
+        ({"user": "a", "submission.listen": "127.0.0.1:1587"}, "identities"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_option(tmp_path, values, named):
+    """Values that would misbehave later are refused when the config loads."""
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        config.save(tmp_path / "c.toml", values)

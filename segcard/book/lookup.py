@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from segcard.address import Template, normalize_email
 from segcard.errors import AmbiguousContact, ContactNotFound
 from segcard.segment import Contact
@@ -11,6 +13,8 @@ from segcard.store.index import Index
 def find(index: Index, template: Template, query: str) -> Contact:
     """Resolve *query* to exactly one contact, or raise a ContactError."""
     query = query.strip()
+    if not query:
+        raise ContactNotFound("no contact named: the name is empty")
     by_uid = index.get(query)
     if by_uid:
         return by_uid
@@ -33,11 +37,17 @@ def _by_address(index: Index, template: Template, query: str) -> Contact:
     raise ContactNotFound(f"no contact has the address {query}", "see 'segcard list'")
 
 
+def fold(text: str) -> str:
+    """Text for matching names: case and accents do not count (zoe finds Zoë)."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
 def _by_name(index: Index, query: str) -> Contact:
-    wanted = query.casefold()
+    wanted = fold(query)
     contacts = index.contacts()
     for rule in (_exact, _word_prefix, _substring):
-        found = [c for c in contacts if rule(c.name.casefold(), wanted)]
+        found = [c for c in contacts if rule(fold(c.name), wanted)]
         if len(found) == 1:
             return found[0]
         if found:

@@ -28,6 +28,21 @@ log = logging.getLogger(__name__)
 SAFE_VALUE = re.compile(r"[A-Za-z0-9._@+:=-]+")
 
 
+NAME_MAX = 200
+
+
+def check_name(name: str) -> str:
+    """A contact name as given, trimmed; refused when empty or unprintable."""
+    name = name.strip()
+    if not name:
+        raise SegcardError("a contact needs a name", "e.g. segcard add Bank")
+    if not name.isprintable():
+        raise SegcardError("a contact name cannot hold line breaks or tabs")
+    if len(name) > NAME_MAX:
+        raise SegcardError(f"a contact name is at most {NAME_MAX} characters")
+    return name
+
+
 class Book:
     """The address book as segcard's users and mail see it."""
 
@@ -84,6 +99,7 @@ class Book:
         publish: str | None = None,
     ) -> Contact:
         """Create a contact made to hold a segment, or give one to an existing one."""
+        name = check_name(name)
         emails = tuple(dict.fromkeys(normalize_email(e) for e in emails))
         for email in emails:
             existing = self.index.by_email(email)

@@ -84,6 +84,10 @@ def cmd_init(args: argparse.Namespace) -> int:
         value = getattr(args, arg)
         if value:
             flat[key] = value
+    old_port = configuration.explicit_values(path).get("embedded.port")
+    if isinstance(old_port, int) and old_port and "carddav.url" not in flat:
+        # Keep the embedded book's URL: subscribed clients know it.
+        flat["embedded.port"] = old_port
     write_config(path, flat)
     print(f"wrote {path}")
     return 0
@@ -235,10 +239,12 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     app = open_app(args)
-    try:
-        data = Path(args.file).expanduser().read_bytes()
-    except OSError as exc:
-        raise SegcardError(f"cannot read {args.file}: {exc.strerror}") from exc
+    data = read_input(args.file)
+    if b"BEGIN:VCARD" not in data.upper():
+        raise SegcardError(
+            f"{args.file} holds no vCard (no BEGIN:VCARD line)",
+            "export the address book as .vcf (vCard) and import that file",
+        )
     report = import_cards(
         app.book, data, ProgressBar("importing"), segments=not args.no_segments
     )
@@ -247,6 +253,16 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"  not imported (unreadable): {problem}", file=sys.stderr)
     after_change(app)
     return 1 if report.unreadable and not report.added else 0
+
+
+def read_input(name: str) -> bytes:
+    """The bytes of file *name*, or of standard input for '-'."""
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).expanduser().read_bytes()
+    except OSError as exc:
+        raise SegcardError(f"cannot read {name}: {exc.strerror}") from exc
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -375,7 +391,7 @@ def cmd_install_service(args: argparse.Namespace) -> int:
 
     if args.uninstall:
         done = service_unit.uninstall()
-        print(f"removed {done.path}; stop it with: {done.next_step}")
+        print(f"{done.path}: {done.next_step}")
         return 0
     app = open_app(args)
     done = service_unit.install(app.config.path.resolve(), app.paths.root)

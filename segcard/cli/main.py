@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -28,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * verbose
+def setup_logging(verbose: int, serve: bool = False) -> None:
+    """-v shows what happens, -vv the wire; serve logs its lifecycle anyway."""
+    level = logging.WARNING - 10 * (verbose + serve)
     logging.basicConfig(
         level=max(level, logging.DEBUG),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -59,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 1
-    setup_logging(args.verbose + (1 if args.command == "serve" else 0))
+    setup_logging(args.verbose, serve=args.command == "serve")
     try:
         return int(commands.run(args) or 0)
     except SegcardError as exc:
@@ -70,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("segcard: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (segcard list | head): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if args.verbose:
             raise

@@ -6,9 +6,23 @@ import argparse
 from typing import Any
 
 
+def _global_options() -> argparse.ArgumentParser:
+    """--config and -v, also accepted after the command (segcard serve -v)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="config file")
+    common.add_argument(
+        "-v", "--verbose", action="count", default=argparse.SUPPRESS,
+        help="more detail; -vv for the wire",
+    )  # fmt: skip
+    return common
+
+
+COMMON = _global_options()
+
+
 def _cmd(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        name, help=help_text, description=help_text
+        name, help=help_text, description=help_text, parents=[COMMON]
     )
     return parser
 

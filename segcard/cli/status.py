@@ -135,7 +135,7 @@ def render(data: dict[str, Any]) -> list[str]:
     if daemon["running"]:
         lines.append(f"daemon        running (pid {daemon.get('pid', '?')})")
         for name, where in daemon.get("listeners", {}).items():
-            lines.append(f"  {name:<12}{where}")
+            lines.append(f"  {name + ':':<16}{where}")
     else:
         lines.append("daemon        not running (start it with: segcard serve)")
     lines += _render_book(data["address_book"])

@@ -86,7 +86,14 @@ def install(
 def uninstall(home: Path | None = None, platform: str = sys.platform) -> Installed:
     """Remove what install wrote; tell how to stop a running service first."""
     path = target(home or Path.home(), platform)
-    path.unlink(missing_ok=True)
+    if not path.exists():
+        return Installed(path, "nothing to do: no service was installed")
+    path.unlink()
     if platform == "darwin":
-        return Installed(path, f"launchctl unload {path} (if it was loaded)")
-    return Installed(path, "systemctl --user disable --now segcard (if it was enabled)")
+        return Installed(
+            path, f"removed; if it was loaded: launchctl remove {AGENT_LABEL}"
+        )
+    return Installed(
+        path, "removed; if it ran: systemctl --user stop segcard && "
+        "systemctl --user daemon-reload"
+    )  # fmt: skip

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from segcard.errors import SegcardError
 from segcard.segment import Contact, Segment
 from segcard.store.codec import segment_from_json, segment_to_json
 
@@ -117,13 +118,20 @@ class Index:
     def __init__(self, path: Path | str) -> None:
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            str(path), check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(SCHEMA)
+        try:
+            self._db = sqlite3.connect(
+                str(path), check_same_thread=False, isolation_level=None
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise SegcardError(
+                f"the index {path} cannot be opened: {exc}",
+                "move it aside and run 'segcard sync --full' to rebuild it "
+                "from the address book",
+            ) from exc
 
     def close(self) -> None:
         with self._lock:

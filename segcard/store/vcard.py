@@ -239,6 +239,12 @@ def normalize_import(raw: bytes) -> str:
     return _add_missing(text)
 
 
+def _uid_for(text: str) -> str:
+    """A UID for a card that has none, the same each time the card is read,
+    so importing one export twice does not make every contact twice."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "segcard:" + content_hash(text)))
+
+
 def _add_missing(text: str) -> str:
     lines = logical_lines(text)
     if not any(is_begin(x.text) for x in lines):
@@ -246,7 +252,7 @@ def _add_missing(text: str) -> str:
     parsed = [c for _, c in content_lines(lines)]
     present = {c.name for c in parsed}
     if "UID" in present and not text_value(parsed, "UID"):
-        return _add_missing(set_uid(text, str(uuid.uuid4())))
+        return _add_missing(set_uid(text, _uid_for(text)))
     new = []
     version = text_value(parsed, "VERSION")
     if "VERSION" not in present:
@@ -254,7 +260,7 @@ def _add_missing(text: str) -> str:
         version = "2.1" if qp else "3.0"
         new.append(f"VERSION:{version}")
     if "UID" not in present:
-        new.append(f"UID:{uuid.uuid4()}")
+        new.append(f"UID:{_uid_for(text)}")
     v21 = version == "2.1"
     fn = fn_name(parsed)
     if "FN" not in present:

@@ -199,3 +199,75 @@ def test_init_keeps_identities_open_by_default(john):
 
     assert verdict.action is Action.DELIVER
     app.close()
+
+
+def test_import_of_a_file_without_vcards_fails_clearly(john, tmp_path):
+    """A file with no vCard in it is an error, not 'imported 0'."""
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"just some text\n")
+
+    result = john("import", str(path))
+
+    assert result.code == 1 and "no vCard" in result.err
+
+
+def test_import_from_standard_input(john):
+    """import - reads the vCards from standard input."""
+    card = "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:s1\r\nFN:Piped In\r\nEND:VCARD\r\n"
+
+    result = john("import", "-", stdin=card)
+
+    assert result.code == 0 and "Piped In" in john("list").out
+
+
+def test_importing_one_export_twice_adds_each_contact_once(john, corpus):
+    """Cards without a UID get the same UID each time they are imported."""
+    path = corpus / "vcards" / "google-contacts-export-3.0-three-cards-no-final-eol.vcf"
+
+    john("import", str(path))
+    again = john("import", str(path))
+
+    assert "already there 3" in again.out
+    assert len(ADDRESS.findall(john("list").out)) == 3
+
+
+def test_empty_or_multiline_names_are_refused(john):
+    """A contact name must be printable and not empty."""
+    assert john("add", " ").code == 1
+    assert john("add", "two\nlines").code == 1
+    assert john("show", "").code == 1
+    assert "no contacts yet" in john("list").out
+
+
+def test_names_match_without_accents(john):
+    """'zoe' finds Zoë."""
+    john("add", "Zoë Ångström")
+
+    assert john("show", "zoe").code == 0
+
+
+def test_global_options_also_after_the_command(john):
+    """segcard list --config FILE works like segcard --config FILE list."""
+    result = john("list", "--config", str(john.config), "-v")
+
+    assert result.code == 0
+
+
+def test_init_force_keeps_the_embedded_address_book_url(john):
+    """Running init again keeps the port, so subscribed clients still sync."""
+    before = configuration.load(john.config)["embedded.port"]
+
+    john("init", "--user", "john", "--domain", "john.example", "--force")
+
+    assert configuration.load(john.config)["embedded.port"] == before
+
+
+def test_damaged_index_is_one_clear_error(john):
+    """A damaged index file gives a sentence saying how to rebuild it."""
+    data = configuration.load(john.config).data
+    data.index.write_bytes(b"this is not sqlite" * 100)
+
+    result = john("list")
+
+    assert result.code == 1 and "sync --full" in result.err
+    assert "Traceback" not in result.err

@@ -417,7 +417,7 @@ def test_upstream_url_says_how_to_secure_the_connection(
     tmp_path: Path, url: str, expected: tuple[str, int, str]
 ) -> None:
     """pop3s:// is TLS; pop3:// is STLS except on loopback, where it is plain."""
-    cfg = config.save(tmp_path / "c.toml", {"pop3.upstream": url})
+    cfg = config.save(tmp_path / "c.toml", {"user": "john", "pop3.upstream": url})
 
     settings = UpstreamSettings.from_config(cfg, password="x")
 
@@ -426,10 +426,8 @@ def test_upstream_url_says_how_to_secure_the_connection(
 
 def test_upstream_url_of_another_scheme_is_a_config_error(tmp_path: Path) -> None:
     """An imap:// URL in pop3.upstream is refused, naming the option."""
-    cfg = config.save(tmp_path / "c.toml", {"pop3.upstream": "imap://x.example"})
-
     with pytest.raises(ConfigError, match="pop3.upstream"):
-        UpstreamSettings.from_config(cfg, password="x")
+        config.save(tmp_path / "c.toml", {"user": "john", "pop3.upstream": "imap://x"})
 
 
 # -- the corpus ------------------------------------------------------------------
