@@ -81,6 +81,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("inbound.next_hop", str, "", "SMTP next hop smtp://host:port"),
     Option("inbound.tarpit_after", int, 3, "bad recipients before slowing down"),
     Option("inbound.tarpit_delay", float, 2.0, "seconds added per bad recipient"),
+    Option("inbound.tarpit_loopback", bool, False, "slow down loopback clients too"),
     Option("inbound.drop_after", int, 10, "bad recipients before disconnecting"),
     Option("imap.url", str, "", "imaps://host:port of the mailbox to sort; empty: off"),
     Option("imap.username", str, "", "IMAP user"),

@@ -12,6 +12,7 @@ and can file it by that.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 import sqlite3
@@ -113,6 +114,7 @@ class FilterHandler:
         self.delivery = delivery
         self.domains = domains
         self.tarpit = tarpit
+        self.tarpit_loopback = False  # inbound.tarpit_loopback
         self.clock = clock
         # RCPT replies by (recipient, sender), while the index is unchanged.
         index_of_judge = judge.index
@@ -206,8 +208,15 @@ class FilterHandler:
         return True
 
     async def _strike(self, session: Session, reply: str) -> str:
-        """Count a bad recipient against the client; slow it down or drop it."""
+        """Count a bad recipient against the client; slow it down or drop it.
+
+        Behind an MTA every client is that MTA (on loopback by default), and
+        slowing it would slow every sender: such peers are exempt, and the
+        MTA is the place to limit its own clients.
+        """
         peer = _peer(session)
+        if _is_loopback_peer(peer) and not self.tarpit_loopback:
+            return reply
         count = self.tarpit.strike(peer)
         if self.tarpit.drops(count):
             log.warning("dropping peer %s after %d bad recipients", peer, count)
@@ -261,6 +270,13 @@ def _as_junk(verdict: Verdict) -> Verdict:
         address=verdict.address,
         sender=verdict.sender,
     )
+
+
+def _is_loopback_peer(peer: str) -> bool:
+    try:
+        return ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        return False
 
 
 def _peer(session: Session) -> str:

@@ -80,6 +80,7 @@ class InboundService:
             local_domains(config),
             tarpit,
         )
+        handler.tarpit_loopback = config["inbound.tarpit_loopback"]
         host, port = parse_hostport(config["inbound.smtp_listen"])
         return SmtpFilter(handler, host, port)
 

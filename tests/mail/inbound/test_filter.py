@@ -47,6 +47,7 @@ class Filter:
         handler = FilterHandler(
             book.judge, book.index, delivery, local_domains(book.config), tarpit
         )
+        self.handler = handler
         self.server = SmtpFilter(handler, "127.0.0.1", 0)
         self.loop = loop
         loop.run(self.server.start(hostname="filter.test"))
@@ -420,6 +421,7 @@ def test_guessing_client_is_dropped_and_stays_dropped(
     on this connection and the next, while other clients are served."""
     tarpit = Tarpit(after=1, delay=0.01, drop_after=3)
     running = Filter(loop_thread, book, MaildirDelivery(maildir), tarpit)
+    running.handler.tarpit_loopback = True  # the test client is on loopback
     try:
         with running.client() as smtp:
             smtp.mail(STRANGER)
@@ -545,3 +547,22 @@ def test_corpus_messages_arrive_with_only_header_and_allowed_note(
             old.unlink()
 
     assert len(files) >= 25 and noted >= 5
+
+
+def test_loopback_clients_are_not_tarpitted_by_default(
+    loop_thread: LoopThread, book: Book, maildir: Path
+) -> None:
+    """Behind an MTA on loopback every sender shares one peer: no tarpit."""
+    tarpit = Tarpit(after=1, delay=0.01, drop_after=2)
+    running = Filter(loop_thread, book, MaildirDelivery(maildir), tarpit)
+    try:
+        with running.client() as client:
+            client.mail("guesser@evil.test")
+            codes = [
+                client.rcpt(f"john-x-{t}@john.example")[0]
+                for t in ("zzzzzzzzz", "yyyyyyyyy", "xxxxxxxxx", "wwwwwwwww")
+            ]
+    finally:
+        running.stop()
+
+    assert codes == [550, 550, 550, 550]
