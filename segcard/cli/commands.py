@@ -147,7 +147,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         if contact.segment is None and not args.all:
             continue
         address = app.book.address(contact) if contact.segment else "-"
-        rotated = when(contact.segment.rotated_at) if contact.segment else "-"
+        rotated = (
+            when(contact.segment.rotated_at)
+            if contact.segment and contact.segment.retired
+            else "never"
+        )
         rows.append([contact.name or "(no name)", address, _state(contact), rotated])
     if not rows:
         print("no contacts yet; add one with: segcard add NAME")
