@@ -51,10 +51,22 @@ def main() -> int:
         print("no corpus found: set SEGCARD_CORPUS", file=sys.stderr)
         return 1
     messages = [corpus[i % len(corpus)] for i in range(args.messages)]
-    identities = sorted({header_from(raw)[1] for raw in corpus})
+    identities = usable_identities(corpus)
     with tempfile.TemporaryDirectory() as tmp, Sink(long_lines=True) as sink:
         report(run_all(Path(tmp), sink, messages, identities), len(messages), corpus)
     return 0
+
+
+def usable_identities(corpus: list[bytes]) -> list[str]:
+    """Every corpus From as an identity, but those the config refuses (a
+    domain without a dot, such as k.hoerst@invalid): messages from those
+    are relayed as they are."""
+    senders = sorted({header_from(raw)[1] for raw in corpus})
+    usable = [s for s in senders if "." in s.rpartition("@")[2]]
+    if len(usable) < len(senders):
+        left_out = ", ".join(sorted(set(senders) - set(usable)))
+        print(f"identities: {len(usable)} of {len(senders)} (not {left_out})")
+    return usable
 
 
 def run_all(
