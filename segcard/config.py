@@ -8,6 +8,7 @@ problem in a file is reported at once, naming the option.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import ipaddress
 import logging
@@ -103,6 +104,12 @@ OPTIONS: tuple[Option, ...] = (
 _BY_KEY = {o.key: o for o in OPTIONS}
 
 
+@functools.lru_cache(maxsize=8)
+def _template(pattern: str) -> Template:
+    """One Template (and its compiled parser) per pattern, made once."""
+    return Template(pattern)
+
+
 @dataclass
 class Config:
     """The loaded settings, with helpers for the derived values."""
@@ -115,7 +122,7 @@ class Config:
 
     @property
     def template(self) -> Template:
-        return Template(self["template"])
+        return _template(self["template"])
 
     @property
     def data(self) -> paths.DataPaths:
