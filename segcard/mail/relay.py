@@ -341,9 +341,28 @@ class Relay:
                 await asyncio.to_thread(self._to_outbox, copy, data)
                 return
             await lane.send(copy, data)
-        except Exception:  # noqa: BLE001 - one bad copy must not stop the relay
-            log.exception("copy %d (%s): unexpected failure", copy.id, copy.message_id)
-            await self.deferred(copy, "internal error (see the log)")
+        except Exception as exc:  # noqa: BLE001 - one bad copy must not stop the relay
+            await self._unexpected(copy, exc)
+
+    async def _unexpected(self, copy: Copy, exc: Exception) -> None:
+        """An exception nothing foresaw: one log line (its traceback only at
+        debug level), then a defer for a local I/O error and a bounce for
+        anything else, which a later try would only meet again."""
+        text = f"{type(exc).__name__}: {_describe(exc)}"
+        log.error(
+            "copy %d, Message-ID %s: unexpected failure: %s",
+            copy.id,
+            copy.message_id,
+            text,
+        )
+        log.debug("copy %d: traceback of the failure", copy.id, exc_info=exc)
+        try:
+            if isinstance(exc, OSError):
+                await self.deferred(copy, f"local error: {text}")
+            else:
+                await self.failed(copy, f"internal error: {text}")
+        except Exception as again:  # noqa: BLE001 - the copy stays queued
+            log.error("copy %d: outcome not recorded: %s", copy.id, _describe(again))
 
     # -- outcomes -------------------------------------------------------------
 
@@ -485,6 +504,11 @@ class _Lane:
             await self._refused(copy, exc.code, exc.message)
         except aiosmtplib.SMTPNotSupported:
             await relay.failed(copy, "the upstream server does not support SMTPUTF8")
+        except ValueError as exc:
+            # aiosmtplib refuses an address it cannot put on a command line
+            # (ValueError, or UnicodeEncodeError): no later try would differ.
+            await self.close()
+            await relay.failed(copy, f"the envelope cannot be sent: {_describe(exc)}")
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             await self.close()
             await relay.deferred(copy, f"upstream unreachable: {_describe(exc)}")

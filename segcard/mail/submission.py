@@ -44,6 +44,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 from segcard.app import App, read_credentials
 from segcard.config import is_loopback, parse_hostport
 from segcard.errors import ConfigError, SegcardError
+from segcard.mail.envelope import recipient_refusal, reverse_path, sender_refusal
 from segcard.mail.plan import LeakRefused, Planner, Prepared
 from segcard.mail.relay import Relay, Retry, parse_upstream
 from segcard.mail.rewrite import RewriteRefused
@@ -161,6 +162,9 @@ class SubmissionHandler:
         address: str,
         options: list[str],
     ) -> Any:
+        refusal = sender_refusal(address)
+        if refusal is not None:
+            return self._refuse(session, refusal)
         utf8 = "SMTPUTF8" in (o.upper() for o in options)
         if not address.isascii() and not utf8:
             return self._refuse(session, REPLY_NEEDS_SMTPUTF8)
@@ -178,6 +182,9 @@ class SubmissionHandler:
     ) -> Any:
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return self._refuse(session, REPLY_TOO_MANY_RCPTS)
+        refusal = recipient_refusal(address)
+        if refusal is not None:
+            return self._refuse(session, refusal)
         if not address.isascii():
             if not envelope.smtp_utf8:
                 return self._refuse(session, REPLY_NEEDS_SMTPUTF8)
@@ -200,7 +207,7 @@ class SubmissionHandler:
         assert isinstance(raw, bytes) and envelope.mail_from is not None
         try:
             spool_id, copies = await asyncio.to_thread(
-                self._accept, raw, envelope.mail_from, envelope, peer
+                self._accept, raw, reverse_path(envelope.mail_from), envelope, peer
             )
         except RewriteRefused as exc:
             log.warning("%s: message refused: %s", peer, exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import logging
 import sqlite3
 import threading
 import time
@@ -239,6 +240,62 @@ def test_permanent_failure_bounces_and_is_not_retried(
     text = parsed.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "550 5.7.1 Sender address rejected" in text
     assert "tom@example.org" in text
+
+
+def test_address_the_smtp_client_refuses_bounces_in_one_log_line(
+    relay: Running, sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A copy whose address aiosmtplib will not send (the null path as a
+    recipient) fails for good with a bounce, logged without a traceback."""
+    caplog.set_level(logging.INFO)
+
+    copy_id = relay.spool_copy("<>")
+    wait_until(lambda: relay.state(copy_id) == State.FAILED)
+    (notice,) = relay.notices()
+
+    assert sink.data_attempts == 0
+    assert b"the envelope cannot be sent" in notice
+    assert not [r for r in caplog.records if r.exc_info or r.exc_text]
+
+
+@pytest.mark.parametrize(
+    ("fault", "state"),
+    [(RuntimeError("bug"), State.FAILED), (OSError(28, "full"), State.QUEUED)],
+)
+def test_unexpected_failure_is_one_log_line_then_a_bounce_or_a_defer(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fault: Exception,
+    state: State,
+) -> None:
+    """An exception nobody foresaw is logged as one line; a local I/O error
+    defers the copy, anything else bounces it instead of retrying for days."""
+    caplog.set_level(logging.INFO)
+
+    def broken(*args: object) -> None:
+        raise fault
+
+    monkeypatch.setattr(Relay, "_to_outbox", broken)  # the fault
+    running = Running(tmp_path, None)
+    try:
+        copy_id = running.spool_copy()
+        wait_until(lambda: _tried(running.spool, copy_id))
+        got = running.state(copy_id)
+        notices = running.notices()
+    finally:
+        running.close()
+
+    assert got == state
+    assert len(notices) == (state == State.FAILED)
+    failures = [r for r in caplog.records if "unexpected failure" in r.getMessage()]
+    assert len(failures) >= 1
+    assert not [r for r in caplog.records if r.exc_info or r.exc_text]
+
+
+def _tried(spool: Spool, copy_id: int) -> bool:
+    copy = spool.get(copy_id)
+    return copy is not None and (copy.attempts > 0 or copy.state != State.QUEUED)
 
 
 def test_refused_recipient_bounces_while_the_others_get_the_copy(

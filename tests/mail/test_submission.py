@@ -424,6 +424,57 @@ def test_envelope_address_is_read_or_refused_with_553(proxy: Proxy) -> None:
     assert [bad_rcpt[:3], good_rcpt[:3]] == [b"553", b"250"]
 
 
+def test_null_bad_and_literal_recipients_are_refused_and_make_no_contact(
+    app: App, proxy: Proxy, sink: Sink
+) -> None:
+    """RCPT TO a null path, a non-address or an address literal gets a 5.1.3
+    refusal at RCPT time; only the good recipient gets a contact and a copy."""
+    with _Raw(proxy) as session:
+        session.login()
+        session.command(f"MAIL FROM:<{IDENTITY}>")
+        null = session.command("RCPT TO:<>")
+        bad = session.command("RCPT TO:<not an address>")
+        literal = session.command("RCPT TO:<x@[127.0.0.1]>")
+        good = session.command("RCPT TO:<tom@example.org>")
+        session.command("DATA")
+        queued = session.command(PLAIN.decode() + ".")
+    (got,) = sink.wait_for(1)
+    wait_until(proxy.settled)
+
+    assert [null[:9], bad[:9], literal[:9]] == [
+        b"553 5.1.3",
+        b"501 5.1.3",
+        b"553 5.1.3",
+    ]
+    assert [good[:3], queued[:3]] == [b"250", b"250"]
+    assert got.rcpts == ("tom@example.org",)
+    assert [c.emails for c in app.index.contacts()] == [("tom@example.org",)]
+
+
+def test_sender_that_is_no_address_is_refused_with_5_1_7(proxy: Proxy) -> None:
+    """MAIL FROM with a non-address gets 501 5.1.7; a good one is taken next."""
+    with _Raw(proxy) as session:
+        session.login()
+        bad = session.command("MAIL FROM:<not an address>")
+        local_only = session.command("MAIL FROM:<john>")
+        good = session.command(f"MAIL FROM:<{IDENTITY}>")
+
+    assert [bad[:9], local_only[:9]] == [b"501 5.1.7", b"501 5.1.7"]
+    assert good[:3] == b"250"
+
+
+def test_null_sender_is_relayed_as_the_null_path(proxy: Proxy, sink: Sink) -> None:
+    """MAIL FROM:<> of a message not from an identity reaches the upstream as <>."""
+    raw = PLAIN.replace(IDENTITY.encode(), b"boss@corp.example")
+
+    proxy.send(raw, ["tom@example.org"], mail_from="<>")
+    (got,) = sink.wait_for(1)
+    wait_until(proxy.settled)
+
+    assert got.mail_from == "<>"
+    assert [c.state for c in proxy.spool.copies()] == [State.SENT]
+
+
 def test_smtputf8_recipient_is_relayed(proxy: Proxy, sink: Sink) -> None:
     """SMTPUTF8 is offered and a UTF-8 recipient reaches the upstream."""
     with proxy.client() as client:
