@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import ssl
 import time
 from collections.abc import Iterable
@@ -38,6 +39,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
+from segcard.address import Template
 from segcard.errors import ConfigError
 from segcard.mail import maildir
 from segcard.mail.headers import decode_text, decode_words, line_ending, split_message
@@ -150,6 +152,7 @@ class Relay:
         retry: Retry | None = None,
         connections: int = 2,
         notice_to: str = "",
+        template: Template | None = None,
     ) -> None:
         self.spool = spool
         self.upstream = upstream
@@ -158,6 +161,7 @@ class Relay:
         self.retry = retry or Retry()
         self.connections = connections
         self.notice_to = notice_to
+        self.template = template  # finds the tokens to mask in log lines
         self.capabilities: frozenset[str] | None = None
         self._queue: asyncio.Queue[tuple[Copy, bytes | None]] = asyncio.Queue()
         self._inflight: set[int] = set()  # queued, being sent, or being marked
@@ -352,8 +356,8 @@ class Relay:
         log.error(
             "copy %d, Message-ID %s: unexpected failure: %s",
             copy.id,
-            copy.message_id,
-            text,
+            self.masked(copy, copy.message_id),
+            self.masked(copy, text),
         )
         log.debug("copy %d: traceback of the failure", copy.id, exc_info=exc)
         try:
@@ -374,9 +378,9 @@ class Relay:
         log.info(
             "relayed copy %d, Message-ID %s, from %s to %s",
             copy.id,
-            copy.message_id,
-            copy.sender,
-            ", ".join(copy.rcpts),
+            self.masked(copy, copy.message_id),
+            self.masked(copy, copy.sender),
+            self.masked(copy, ", ".join(copy.rcpts)),
         )
 
     async def deferred(
@@ -395,9 +399,9 @@ class Relay:
         log.warning(
             "copy %d, Message-ID %s, to %s deferred: %s",
             copy.id,
-            copy.message_id,
-            ", ".join(rcpts or copy.rcpts),
-            error,
+            self.masked(copy, copy.message_id),
+            self.masked(copy, ", ".join(rcpts or copy.rcpts)),
+            self.masked(copy, error),
         )
 
     async def failed(
@@ -413,13 +417,32 @@ class Relay:
         log.warning(
             "copy %d, Message-ID %s, to %s refused for good: %s",
             copy.id,
-            copy.message_id,
-            ", ".join(refused),
-            error,
+            self.masked(copy, copy.message_id),
+            self.masked(copy, ", ".join(refused)),
+            self.masked(copy, error),
         )
         await asyncio.to_thread(self._bounce, copy, refused, error)
         if settle:
             await asyncio.to_thread(self.spool.fail, copy.id, error)
+
+    def masked(self, copy: Copy, text: str | None) -> str | None:
+        """*text* for a log line, every token of *copy*'s envelope starred
+        out: the copy's own, and those of segment addresses among its
+        recipients (the user's own, riding along)."""
+        if not text:
+            return text
+        for token in self._tokens(copy):
+            text = re.sub(re.escape(token), "*" * len(token), text, flags=re.I)
+        return text
+
+    def _tokens(self, copy: Copy) -> set[str]:
+        found = {copy.token} if copy.token else set()
+        if self.template is not None:
+            for address in (copy.sender, *copy.rcpts):
+                token = self.template.parse(address)
+                if token:
+                    found.add(token)
+        return found
 
     # -- local delivery -------------------------------------------------------
 
@@ -433,9 +456,9 @@ class Relay:
         log.info(
             "copy %d, Message-ID %s, from %s to %s written to the outbox %s",
             copy.id,
-            copy.message_id,
-            copy.sender,
-            ", ".join(copy.rcpts),
+            self.masked(copy, copy.message_id),
+            self.masked(copy, copy.sender),
+            self.masked(copy, ", ".join(copy.rcpts)),
             path.name,
         )
 

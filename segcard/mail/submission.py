@@ -446,6 +446,7 @@ class MailService:
             self.app.paths.notices_maildir,
             retry,
             notice_to=identities[0] if identities else "",
+            template=config.template,
         )
 
     def _tls_context(self, listen: str) -> ssl.SSLContext | None:

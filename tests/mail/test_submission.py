@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -317,6 +318,30 @@ def test_each_copy_message_id_is_recorded_with_its_segment(
     assert row is not None and tom.segment is not None
     assert row == (tom.uid, tom.segment.token, "tom@example.org", "out")
     assert got.mail_from == app.book.address(tom)
+
+
+def test_no_token_reaches_a_log_line_at_info(
+    app: App, sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    """From MAIL FROM to relayed, through a deferral whose reply names the
+    sender, no log record at INFO or above shows a segment's token."""
+    tom = app.book.add("Tom", ["tom@example.org"])
+    bank = app.book.add("Bank", ["bank@example.com"])
+    tokens = [c.segment.token for c in (tom, bank) if c.segment]
+    sender = app.book.address(tom)
+    sink.fail(f"451 4.7.1 <{sender.upper()}>: try again later", "MAIL", times=1)
+    caplog.set_level(logging.INFO)
+
+    with Proxy(app, sink) as proxy:
+        proxy.send(PLAIN, ["tom@example.org", app.book.address(bank)])
+        (got,) = sink.wait_for(1)
+        wait_until(proxy.settled)
+
+    assert got.mail_from == sender and len(tokens) == 2
+    lines = [r.getMessage() + (r.exc_text or "") for r in caplog.records]
+    assert any("relayed copy" in line for line in lines)
+    assert any("deferred" in line for line in lines)
+    assert [line for line in lines if any(t in line.lower() for t in tokens)] == []
 
 
 # -- protocol edges -------------------------------------------------------------
