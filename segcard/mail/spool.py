@@ -31,125 +31,44 @@ Spools written before the bytes moved into the database keep them in
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import os
-import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from segcard.mail.headers import split_message
+from segcard.mail.spool_records import (
+    COPY_COLUMNS,
+    FINAL,
+    SCHEMA,
+    Copy,
+    NewCopy,
+    State,
+    Warning,
+    add_raw_column,
+    connect,
+    copy_from_row,
+    copy_row,
+    insert_warning,
+    new_id,
+    queued_copy,
+)
+
+__all__ = ["SCHEMA", "Copy", "NewCopy", "Spool", "State", "Warning"]
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    id TEXT PRIMARY KEY,
-    received_at REAL NOT NULL,
-    peer TEXT,
-    size INTEGER NOT NULL,
-    raw BLOB
-);
-CREATE TABLE IF NOT EXISTS copies (
-    id INTEGER PRIMARY KEY,
-    message TEXT NOT NULL REFERENCES messages(id),
-    sender TEXT NOT NULL,
-    rcpts TEXT NOT NULL,
-    uid TEXT,
-    token TEXT,
-    message_id TEXT,
-    header BLOB NOT NULL,
-    body_offset INTEGER NOT NULL,
-    smtputf8 INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_try REAL NOT NULL,
-    last_error TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS copies_due ON copies(state, next_try);
-CREATE INDEX IF NOT EXISTS copies_message ON copies(message);
-CREATE TABLE IF NOT EXISTS warnings (
-    id INTEGER PRIMARY KEY,
-    at REAL NOT NULL,
-    message_id TEXT,
-    places TEXT NOT NULL
-);
-"""
-
-COPY_COLUMNS = (
-    "id, message, sender, rcpts, uid, token, message_id, smtputf8, state, "
-    "attempts, next_try, last_error, created_at, updated_at"
-)
 
 # Rows of finished messages are kept this long for ``segcard queue --all``.
 KEEP_FINISHED = 7 * 86400
 # A message file (of an older spool) without rows is removed once it is this
 # old (see recover).
 ORPHAN_AGE = 3600.0
-
-
-class State(enum.StrEnum):
-    """Where one copy stands."""
-
-    QUEUED = "queued"  # waiting for its next try
-    SENT = "sent"  # accepted by the upstream (or written to the outbox)
-    FAILED = "failed"  # refused for good; a bounce notice was delivered
-    DROPPED = "dropped"  # removed by the user with ``segcard queue --drop``
-
-
-FINAL = frozenset({State.SENT, State.FAILED, State.DROPPED})
-
-
-@dataclass(frozen=True)
-class NewCopy:
-    """One copy to spool: its envelope and its bytes."""
-
-    sender: str
-    rcpts: tuple[str, ...]
-    data: bytes
-    uid: str | None = None  # the contact whose segment sends it
-    token: str | None = None
-    message_id: str | None = None
-    not_before: float = 0.0  # do not relay before this time (rate limits)
-
-
-@dataclass(frozen=True)
-class Copy:
-    """One spooled copy as the relay and ``segcard queue`` see it."""
-
-    id: int
-    message: str
-    sender: str
-    rcpts: tuple[str, ...]
-    uid: str | None
-    token: str | None
-    message_id: str | None
-    smtputf8: bool
-    state: State
-    attempts: int
-    next_try: float
-    last_error: str | None
-    created_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class Warning:
-    """A leak warning recorded when a message was accepted."""
-
-    id: int
-    at: float
-    message_id: str | None
-    places: list[str]
 
 
 class Spool:
@@ -161,11 +80,11 @@ class Spool:
         self.messages_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(root, 0o700)
         self._lock = threading.RLock()
-        self._db = _connect(root / "spool.sqlite3")
+        self._db = connect(root / "spool.sqlite3")
         self._db.executescript(SCHEMA)
-        _add_raw_column(self._db)
+        add_raw_column(self._db)
         self._read_lock = threading.Lock()
-        self._read_db = _connect(root / "spool.sqlite3")
+        self._read_db = connect(root / "spool.sqlite3")
 
     def close(self) -> None:
         with self._lock, self._read_lock:
@@ -227,11 +146,11 @@ class Spool:
         A leak *warning* (its id and time are not used) is recorded in the
         same transaction.
         """
-        message = _new_id()
+        message = new_id()
         if body_start is None:
             body_start = len(raw) - len(split_message(raw).body)
         now = time.time()
-        rows = [_copy_row(message, raw, body_start, c, smtputf8, now) for c in copies]
+        rows = [copy_row(message, raw, body_start, c, smtputf8, now) for c in copies]
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO messages (id, received_at, peer, size, raw) "
@@ -248,9 +167,11 @@ class Spool:
                 "SELECT id FROM copies WHERE message=? ORDER BY id", (message,)
             ).fetchall()
             if warning is not None:
-                _insert_warning(db, now, warning.message_id, warning.places)
+                insert_warning(db, now, warning.message_id, warning.places)
         log.debug("spooled %s with %d copies", message, len(rows))
-        return message, [_queued(i, row) for (i,), row in zip(ids, rows, strict=True)]
+        return message, [
+            queued_copy(i, row) for (i,), row in zip(ids, rows, strict=True)
+        ]
 
     def _path(self, message: str) -> Path:
         """Where an older spool kept the bytes of *message*."""
@@ -271,7 +192,7 @@ class Spool:
 
     def get(self, copy_id: int) -> Copy | None:
         found = self._read(f"SELECT {COPY_COLUMNS} FROM copies WHERE id=?", (copy_id,))
-        return _copy(found[0]) if found else None
+        return copy_from_row(found[0]) if found else None
 
     def copies(self, states: Iterable[State] | None = None) -> list[Copy]:
         """Copies in *states* (all when None), oldest first."""
@@ -281,7 +202,7 @@ class Spool:
             f"SELECT {COPY_COLUMNS} FROM copies WHERE state IN ({marks}) ORDER BY id",
             wanted,
         )
-        return [_copy(r) for r in rows]
+        return [copy_from_row(r) for r in rows]
 
     def due(
         self, now: float, limit: int = 100, exclude: Collection[int] = ()
@@ -294,7 +215,7 @@ class Spool:
             f"AND id NOT IN ({skip}) ORDER BY next_try, id LIMIT ?",
             (State.QUEUED.value, now, *exclude, limit),
         )
-        return [_copy(r) for r in rows]
+        return [copy_from_row(r) for r in rows]
 
     def next_due(self) -> float | None:
         """When the next queued copy is due, or None when none waits."""
@@ -393,7 +314,7 @@ class Spool:
     def add_warning(self, message_id: str | None, places: Sequence[str]) -> None:
         """Record a leak warning; like a sent mark, not fsynced on its own."""
         with self._transaction(durable=False) as db:
-            _insert_warning(db, time.time(), message_id, places)
+            insert_warning(db, time.time(), message_id, places)
 
     def warnings(self, limit: int = 20) -> list[Warning]:
         """The latest leak warnings, newest first."""
@@ -475,99 +396,3 @@ class Spool:
                 if newest is None or newest < cutoff:
                     db.execute("DELETE FROM copies WHERE message=?", (message,))
                     db.execute("DELETE FROM messages WHERE id=?", (message,))
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    """A connection to the spool database: WAL, each commit fsynced."""
-    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA busy_timeout=10000")
-    return db
-
-
-def _add_raw_column(db: sqlite3.Connection) -> None:
-    """Give a spool made before the bytes moved into the database their column."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
-    if "raw" not in columns:
-        db.execute("ALTER TABLE messages ADD COLUMN raw BLOB")
-
-
-def _copy_row(
-    message: str,
-    raw: bytes,
-    body_start: int,
-    copy: NewCopy,
-    smtputf8: bool,
-    now: float,
-) -> tuple[object, ...]:
-    """The copies row of *copy*, queued."""
-    header, offset = _split_copy(raw, body_start, copy.data)
-    utf8 = smtputf8 or not _ascii(copy.sender, *copy.rcpts)
-    return (
-        (message, copy.sender, json.dumps(list(copy.rcpts)), copy.uid)
-        + (copy.token, copy.message_id, header, offset, int(utf8))
-        + (State.QUEUED.value, max(now, copy.not_before), now, now)
-    )
-
-
-def _new_id() -> str:
-    """A spool id that sorts by time: milliseconds in hex and 32 random bits."""
-    return f"{int(time.time() * 1000):012x}-{secrets.token_hex(4)}"
-
-
-def _split_copy(raw: bytes, body_start: int, data: bytes) -> tuple[bytes, int]:
-    """(header bytes, body offset in *raw*) that rebuild *data*."""
-    body_length = len(raw) - body_start
-    tail = memoryview(data)[len(data) - body_length :]
-    if (
-        body_length
-        and len(data) >= body_length
-        and tail == memoryview(raw)[body_start:]
-    ):
-        return data[: len(data) - body_length], body_start
-    return data, len(raw)
-
-
-def _insert_warning(
-    db: sqlite3.Connection, at: float, message_id: str | None, places: Sequence[str]
-) -> None:
-    db.execute(
-        "INSERT INTO warnings (at, message_id, places) VALUES (?,?,?)",
-        (at, message_id, json.dumps(list(places))),
-    )
-
-
-def _queued(copy_id: int, row: tuple[object, ...]) -> Copy:
-    """The Copy that _copy_row wrote as *row* under *copy_id*."""
-    message, sender, rcpts, uid, token, message_id = row[:6]
-    utf8, _state, next_try, created_at, updated_at = row[8:]
-    return _copy(
-        (copy_id, message, sender, rcpts, uid, token, message_id, utf8)
-        + (State.QUEUED.value, 0, next_try, None, created_at, updated_at)
-    )
-
-
-def _ascii(*texts: str) -> bool:
-    return all(t.isascii() for t in texts)
-
-
-def _copy(row: tuple) -> Copy:  # type: ignore[type-arg]
-    (copy_id, message, sender, rcpts, uid, token, message_id, utf8, state) = row[:9]
-    attempts, next_try, last_error, created_at, updated_at = row[9:]
-    return Copy(
-        id=copy_id,
-        message=message,
-        sender=sender,
-        rcpts=tuple(json.loads(rcpts)),
-        uid=uid,
-        token=token,
-        message_id=message_id,
-        smtputf8=bool(utf8),
-        state=State(state),
-        attempts=attempts,
-        next_try=next_try,
-        last_error=last_error,
-        created_at=created_at,
-        updated_at=updated_at,
-    )
