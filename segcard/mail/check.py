@@ -16,7 +16,7 @@ import aiosmtplib
 
 from segcard.address import make_token
 from segcard.app import App
-from segcard.mail.relay import Upstream, client_for, parse_upstream
+from segcard.mail.upstream import Upstream, client_for, parse_upstream
 
 TIMEOUT_SECONDS = 30.0
 

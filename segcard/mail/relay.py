@@ -19,112 +19,38 @@ work, and records every outcome in the spool:
 
 With no upstream configured the copies go into the outbox Maildir instead,
 so that a new user sees exactly what would have been sent.
+
+The connection to the upstream is in upstream.py, the bounce notice in
+bounce.py; ``client_for`` and ``parse_upstream`` are still importable here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import re
-import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
-
-import aiosmtplib
 
 from segcard.address import Template
-from segcard.errors import ConfigError
 from segcard.mail import maildir
-from segcard.mail.headers import decode_text, decode_words, line_ending, split_message
+from segcard.mail.bounce import bounce_notice
+from segcard.mail.headers import line_ending
 from segcard.mail.spool import Copy, Spool
+from segcard.mail.upstream import Lane, Upstream, describe, open_client
+from segcard.mail.upstream import client_for as client_for
+from segcard.mail.upstream import parse_upstream as parse_upstream
 
 log = logging.getLogger(__name__)
 
-SCHEMES = {"smtp+starttls": 587, "smtps": 465, "smtp": 25}
 POLL_SECONDS = 5.0  # a look at the spool at least this often (segcard queue)
 BATCH = 32  # copies handed to the workers at a time
 BATCH_BYTES = 8 << 20  # bytes of those read along with them; the rest later
 IDLE_SECONDS = 10.0  # an idle worker closes its connection after this
 PURGE_SECONDS = 3600.0
-TIMEOUT_SECONDS = 60.0
-NOTICE_FROM = "segcard <mailer-daemon@localhost>"
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """Where copies go: the user's provider's submission server."""
-
-    scheme: str
-    host: str
-    port: int
-    username: str = ""
-    password: str = ""
-    ca_file: str = ""
-
-    @property
-    def label(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-
-def parse_upstream(
-    url: str, username: str = "", password: str = "", ca_file: str = ""
-) -> Upstream:
-    """An Upstream from ``scheme://host[:port]``; user info in the URL is
-    taken as the user name only."""
-    parts = urlsplit(url)
-    if parts.scheme not in SCHEMES or not parts.hostname:
-        raise ConfigError(
-            f"upstream.url: {url!r} is not a submission server URL",
-            "use smtp+starttls://host:587, smtps://host:465 or smtp://host:port",
-        )
-    try:
-        port = parts.port or SCHEMES[parts.scheme]
-    except ValueError as exc:
-        raise ConfigError(f"upstream.url: bad port in {url!r}") from exc
-    user = username or unquote(parts.username or "")
-    return Upstream(parts.scheme, parts.hostname, port, user, password, ca_file)
-
-
-def client_for(upstream: Upstream, timeout: float = TIMEOUT_SECONDS) -> aiosmtplib.SMTP:
-    """An unconnected aiosmtplib client for *upstream*."""
-    tls = upstream.scheme != "smtp"
-    return aiosmtplib.SMTP(
-        hostname=upstream.host,
-        port=upstream.port,
-        username=upstream.username or None,
-        password=upstream.password or None,
-        use_tls=upstream.scheme == "smtps",
-        start_tls=upstream.scheme == "smtp+starttls",
-        tls_context=tls_context(upstream.ca_file) if tls else None,
-        timeout=timeout,
-    )
-
-
-@functools.lru_cache(maxsize=8)
-def tls_context(ca_file: str = "") -> ssl.SSLContext:
-    """The client TLS context for the upstream, made once: loading the
-    system's CA certificates takes milliseconds, and a relay that made it
-    for every connection kept the event loop busy while the upstream was
-    down."""
-    return ssl.create_default_context(cafile=ca_file or None)
-
-
-async def open_client(
-    upstream: Upstream, timeout: float = TIMEOUT_SECONDS
-) -> aiosmtplib.SMTP:
-    """A client connected to *upstream*, its EHLO done (extensions known)."""
-    client = client_for(upstream, timeout)
-    await client.connect()
-    if client.last_ehlo_response is None:
-        await client.ehlo()
-    return client
 
 
 @dataclass(frozen=True)
@@ -301,7 +227,7 @@ class Relay:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _worker(self) -> None:
-        lane = _Lane(self)
+        lane = Lane(self)
         try:
             # Python 3.11's wait_for can swallow a cancel that comes as the
             # queue hands over a copy, so the flag is what ends the loop.
@@ -337,7 +263,7 @@ class Relay:
                 self._marking.discard(copy_id)
                 self._release(copy_id)
 
-    async def _handle(self, lane: _Lane, copy: Copy, data: bytes | None) -> None:
+    async def _handle(self, lane: Lane, copy: Copy, data: bytes | None) -> None:
         try:
             if data is None:
                 data = await asyncio.to_thread(self.spool.data, copy)
@@ -352,7 +278,7 @@ class Relay:
         """An exception nothing foresaw: one log line (its traceback only at
         debug level), then a defer for a local I/O error and a bounce for
         anything else, which a later try would only meet again."""
-        text = f"{type(exc).__name__}: {_describe(exc)}"
+        text = f"{type(exc).__name__}: {describe(exc)}"
         log.error(
             "copy %d, Message-ID %s: unexpected failure: %s",
             copy.id,
@@ -366,7 +292,7 @@ class Relay:
             else:
                 await self.failed(copy, f"internal error: {text}")
         except Exception as again:  # noqa: BLE001 - the copy stays queued
-            log.error("copy %d: outcome not recorded: %s", copy.id, _describe(again))
+            log.error("copy %d: outcome not recorded: %s", copy.id, describe(again))
 
     # -- outcomes -------------------------------------------------------------
 
@@ -483,145 +409,3 @@ class Relay:
             with contextlib.suppress(Exception):
                 await client.quit()
         return self.capabilities
-
-
-class _Lane:
-    """One worker's connection to the upstream, opened when needed."""
-
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
-        self.client: aiosmtplib.SMTP | None = None
-
-    async def connect(self) -> aiosmtplib.SMTP:
-        if self.client is not None and self.client.is_connected:
-            return self.client
-        assert self.relay.upstream is not None
-        client = await open_client(self.relay.upstream)
-        self.relay.capabilities = frozenset(client.esmtp_extensions)
-        self.client = client
-        return client
-
-    async def close(self) -> None:
-        client, self.client = self.client, None
-        if client is not None and client.is_connected:
-            with contextlib.suppress(Exception):
-                await client.quit()
-
-    async def send(self, copy: Copy, data: bytes) -> None:
-        relay = self.relay
-        try:
-            client = await self.connect()
-            errors, _ = await client.sendmail(
-                copy.sender,
-                list(copy.rcpts),
-                data,
-                mail_options=_options(client, copy, data),
-            )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            codes = {r.recipient: (r.code, r.message) for r in exc.recipients}
-            await self._partial(copy, codes, accepted=False)
-        except aiosmtplib.SMTPAuthenticationError as exc:
-            await self.close()
-            await relay.deferred(copy, f"the upstream refused the login: {exc.code}")
-        except aiosmtplib.SMTPResponseException as exc:
-            await self._refused(copy, exc.code, exc.message)
-        except aiosmtplib.SMTPNotSupported:
-            await relay.failed(copy, "the upstream server does not support SMTPUTF8")
-        except ValueError as exc:
-            # aiosmtplib refuses an address it cannot put on a command line
-            # (ValueError, or UnicodeEncodeError): no later try would differ.
-            await self.close()
-            await relay.failed(copy, f"the envelope cannot be sent: {_describe(exc)}")
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            await self.close()
-            await relay.deferred(copy, f"upstream unreachable: {_describe(exc)}")
-        else:
-            codes = {r: (e.code, e.message) for r, e in errors.items()}
-            await self._partial(copy, codes, accepted=True)
-
-    async def _refused(self, copy: Copy, code: int, message: str) -> None:
-        reply = f"{code} {message}".strip()
-        if 500 <= code < 600:
-            await self.relay.failed(copy, f"the upstream answered {reply}")
-        else:
-            if code == 421:
-                await self.close()
-            await self.relay.deferred(copy, f"the upstream answered {reply}")
-
-    async def _partial(
-        self, copy: Copy, refused: dict[str, tuple[int, str]], accepted: bool
-    ) -> None:
-        """Settle a copy some (or all) of whose recipients were refused."""
-        relay = self.relay
-        final = tuple(r for r, (code, _) in refused.items() if 500 <= code < 600)
-        later = tuple(r for r in refused if r not in final)
-        if final:
-            reasons = "; ".join(f"{r}: {refused[r][0]} {refused[r][1]}" for r in final)
-            settle = not later and not accepted
-            await relay.failed(copy, f"the upstream refused {reasons}", final, settle)
-        if later:
-            reasons = "; ".join(f"{r}: {refused[r][0]} {refused[r][1]}" for r in later)
-            await relay.deferred(copy, f"the upstream answered {reasons}", later)
-        elif accepted:
-            await relay.delivered(copy)
-
-
-def _options(client: aiosmtplib.SMTP, copy: Copy, data: bytes) -> list[str]:
-    """MAIL FROM parameters: SMTPUTF8 when needed, BODY=8BITMIME if 8-bit."""
-    options = ["SMTPUTF8"] if copy.smtputf8 else []
-    if not data.isascii() and client.supports_extension("8bitmime"):
-        options.append("BODY=8BITMIME")
-    return options
-
-
-def _describe(exc: BaseException) -> str:
-    """A short description of a connection-level error, for logs and queue."""
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
-
-
-def bounce_notice(
-    data: bytes, copy: Copy, rcpts: tuple[str, ...], error: str, to: str = ""
-) -> bytes:
-    """The notice telling the user that a copy was refused for good."""
-    subject = _subject(data)
-    notice = EmailMessage()
-    notice["From"] = NOTICE_FROM
-    notice["To"] = to or "segcard user <postmaster@localhost>"
-    notice["Subject"] = f"Undelivered: {subject}" if subject else "Undelivered mail"
-    notice["Date"] = formatdate(localtime=True)
-    notice["Message-ID"] = make_msgid(domain="segcard.localhost")
-    notice["Auto-Submitted"] = "auto-generated"
-    notice.set_content(_bounce_text(copy, rcpts, error, subject))
-    header = data[: len(data) - len(split_message(data).body)]
-    notice.add_attachment(
-        header, maintype="text", subtype="rfc822-headers", filename="headers.txt"
-    )
-    return notice.as_bytes()
-
-
-def _bounce_text(copy: Copy, rcpts: tuple[str, ...], error: str, subject: str) -> str:
-    lines = [
-        "segcard could not deliver your message, and will not try again.",
-        "",
-        f"Subject:     {subject or '(none)'}",
-        f"Message-ID:  {copy.message_id or '(none)'}",
-        f"Sent as:     {copy.sender}",
-        "Recipients:  " + ", ".join(rcpts),
-        "",
-        f"Reason: {error}",
-    ]
-    if "sender" in error.lower() or " 553 " in f" {error} ":
-        lines += [
-            "",
-            "If the upstream refuses segment addresses as sender, run",
-            "'segcard check' to see whether it accepts them at all.",
-        ]
-    lines += ["", "The header of the copy that was refused is attached."]
-    return "\n".join(lines) + "\n"
-
-
-def _subject(data: bytes) -> str:
-    for field in split_message(data).get_all("subject"):
-        return decode_words(decode_text(field.unfolded))
-    return ""

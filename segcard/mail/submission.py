@@ -46,9 +46,10 @@ from segcard.config import is_loopback, parse_hostport
 from segcard.errors import ConfigError, SegcardError
 from segcard.mail.envelope import recipient_refusal, reverse_path, sender_refusal
 from segcard.mail.plan import LeakRefused, Planner, Prepared
-from segcard.mail.relay import Relay, Retry, parse_upstream
+from segcard.mail.relay import Relay, Retry
 from segcard.mail.rewrite import RewriteRefused
 from segcard.mail.spool import Copy, Spool, Warning
+from segcard.mail.upstream import parse_upstream
 
 log = logging.getLogger(__name__)
 

@@ -15,15 +15,9 @@ from pathlib import Path
 import pytest
 
 from segcard.mail.check import check_upstream
-from segcard.mail.relay import (
-    BATCH,
-    Relay,
-    Retry,
-    Upstream,
-    client_for,
-    parse_upstream,
-)
+from segcard.mail.relay import BATCH, Relay, Retry
 from segcard.mail.spool import NewCopy, Spool, State
+from segcard.mail.upstream import Upstream, client_for, parse_upstream
 from tests.mail.smtp_sink import HOST, LoopThread, Sink, free_port, wait_until
 
 SENDER = "john-tom-abcdefghj@john.example"
