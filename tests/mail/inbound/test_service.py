@@ -46,12 +46,9 @@ def test_imap_url_picks_tls_and_port(
 
 
 def test_imap_url_of_another_scheme_is_a_config_error(tmp_path: Path) -> None:
-    """Anything but imap:// or imaps:// is refused, naming the option."""
-    app = make_app(tmp_path, {"imap.url": "https://imap.example.net"})
-
+    """Anything but imap:// or imaps:// is refused when the config loads."""
     with pytest.raises(ConfigError, match="imap.url"):
-        ImapSettings.from_config(app.config)
-    app.close()
+        make_app(tmp_path, {"imap.url": "https://imap.example.net"})
 
 
 def test_filter_without_a_destination_is_a_config_error(
