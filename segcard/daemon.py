@@ -19,7 +19,7 @@ from segcard.control.server import ControlServer
 from segcard.errors import ConfigError, SegcardError
 from segcard.mail.inbound.service import InboundService
 from segcard.mail.pop3.service import Pop3Service
-from segcard.mail.submission import MailService
+from segcard.mail.service import MailService
 from segcard.store.index import now
 
 log = logging.getLogger(__name__)

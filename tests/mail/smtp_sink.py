@@ -29,8 +29,9 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from segcard.app import App, read_credentials
 from segcard.cli.commands import write_config
 from segcard.mail.relay import Relay
+from segcard.mail.service import MailService
 from segcard.mail.spool import Spool, State
-from segcard.mail.submission import LoginLimiter, MailService
+from segcard.mail.submission import LoginLimiter
 
 HOST = "127.0.0.1"
 WAIT_SECONDS = 30.0

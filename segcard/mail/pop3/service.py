@@ -8,7 +8,7 @@ from pathlib import Path
 
 from segcard.app import App, make_credentials, read_credentials
 from segcard.book.verdict import Judge
-from segcard.config import Config, is_loopback, parse_hostport
+from segcard.config import Config, parse_hostport
 from segcard.errors import ConfigError
 from segcard.mail.inbound.lookup import CachedIndex
 from segcard.mail.inbound.notice import Notifier
@@ -17,6 +17,7 @@ from segcard.mail.pop3.server import Credentials, Pop3Server
 from segcard.mail.pop3.session import Mailbox
 from segcard.mail.pop3.upstream import UpstreamSettings
 from segcard.mail.spool import Spool
+from segcard.mail.tls import server_context
 from segcard.paths import DataPaths
 
 CREDENTIALS_FILE = "pop3-credentials"
@@ -28,23 +29,8 @@ def credentials_path(paths: DataPaths) -> Path:
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
-    """The STLS context; refuse a non-loopback listener without one."""
-    cert, key = config["pop3.tls_cert"], config["pop3.tls_key"]
-    host, _port = parse_hostport(config["pop3.listen"])
-    if not cert and not is_loopback(host):
-        raise ConfigError(
-            f"pop3.listen {config['pop3.listen']} is not a loopback address "
-            "and no TLS is configured",
-            "set pop3.tls_cert and pop3.tls_key, or listen on 127.0.0.1",
-        )
-    if not cert:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key or None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"pop3 TLS certificate: {exc}") from exc
-    return context
+    """The POP3 listener's TLS context (STLS); see :func:`server_context`."""
+    return server_context(config, "pop3", config["pop3.listen"])
 
 
 class Pop3Service:
