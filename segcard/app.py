@@ -20,7 +20,7 @@ from pathlib import Path
 from segcard import config as configuration
 from segcard.book import Book
 from segcard.carddav.client import CardDAVClient
-from segcard.carddav.embedded import EmbeddedServer
+from segcard.carddav.embedded import ADDRESS_BOOK_PATH, EmbeddedServer
 from segcard.config import Config
 from segcard.errors import ConfigError, SegcardError
 from segcard.paths import write_private
@@ -101,6 +101,14 @@ class App:
     def embedded(self) -> bool:
         return not self.config["carddav.url"]
 
+    @property
+    def book_url(self) -> str:
+        """The address book's URL: the configured one, or the embedded one."""
+        if not self.embedded:
+            return str(self.config["carddav.url"])
+        port = self.config["embedded.port"]
+        return f"http://127.0.0.1:{port}{ADDRESS_BOOK_PATH}"
+
     def embedded_server(self) -> EmbeddedServer:
         user, password = read_credentials(self.paths.embedded_credentials)
         return EmbeddedServer(
@@ -111,8 +119,7 @@ class App:
         """A CardDAV client for the configured (or embedded) address book."""
         if self.embedded:
             user, password = read_credentials(self.paths.embedded_credentials)
-            port = self.config["embedded.port"]
-            url = f"http://127.0.0.1:{port}/{EMBEDDED_PATH}"
+            url = self.book_url
             client = CardDAVClient(url, user, password)
             client.collection = url
             return client
@@ -184,6 +191,3 @@ class App:
         finally:
             os.close(fd)
         return False
-
-
-EMBEDDED_PATH = "user/contacts/addressbook/"

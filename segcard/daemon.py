@@ -154,9 +154,7 @@ class Daemon:
         config = self.app.config
         found = {}
         if self.app.embedded:
-            found["address book"] = (
-                f"http://127.0.0.1:{config['embedded.port']}/user/contacts/addressbook/"
-            )
+            found["address book"] = self.app.book_url
         for key, name in (
             ("submission.listen", "submission"),
             ("inbound.smtp_listen", "smtp filter"),

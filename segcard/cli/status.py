@@ -31,10 +31,8 @@ def daemon_info(app: App) -> dict[str, Any]:
 
 
 def book_info(app: App) -> dict[str, Any]:
-    config = app.config
     info: dict[str, Any] = {
-        "url": config["carddav.url"]
-        or f"http://127.0.0.1:{config['embedded.port']}/user/contacts/addressbook/",
+        "url": app.book_url,
         "embedded": app.embedded,
         "contacts": app.index.count(),
         "outbox": len(app.index.outbox()),
