@@ -311,7 +311,12 @@ class SmtpFilter:
         """Listen on host:port (port 0 picks a free one, read it back)."""
         loop = asyncio.get_running_loop()
         hostname = await asyncio.to_thread(socket.getfqdn)
-        options = {"enable_SMTPUTF8": True, "hostname": hostname, **smtp_options}
+        options = {
+            "enable_SMTPUTF8": True,
+            "hostname": hostname,
+            "ident": "segcard",  # not the library and its version
+            **smtp_options,
+        }
         self._server = await loop.create_server(
             lambda: FilterSMTP(self.handler, loop=loop, **options),
             self.host,

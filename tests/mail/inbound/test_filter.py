@@ -566,3 +566,18 @@ def test_loopback_clients_are_not_tarpitted_by_default(
         running.stop()
 
     assert codes == [550, 550, 550, 550]
+
+
+def test_banner_names_no_library_version(
+    loop_thread: LoopThread, book: Book, maildir: Path
+) -> None:
+    """The greeting does not tell a scanner which SMTP library answers."""
+    running = Filter(loop_thread, book, MaildirDelivery(maildir), no_tarpit())
+    try:
+        client = smtplib.SMTP()
+        code, banner = client.connect("127.0.0.1", running.port)
+        client.quit()
+    finally:
+        running.stop()
+
+    assert code == 220 and b"Python" not in banner and b"segcard" in banner
