@@ -1,8 +1,10 @@
-"""TLS for segcard's own listeners: the submission proxy and the POP3 proxy."""
+"""TLS: for segcard's own listeners, and the URLs of the servers it logs in to."""
 
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from segcard.config import Config, is_loopback, parse_hostport
 from segcard.errors import ConfigError
@@ -29,3 +31,30 @@ def server_context(config: Config, section: str, listen: str) -> ssl.SSLContext 
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"{section} TLS certificate: {exc}") from exc
     return context
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A mail server segcard logs in to, and how the connection is secured."""
+
+    host: str
+    port: int
+    tls: str  # "ssl" (implicit TLS), "starttls", or "none" (loopback only)
+
+
+def client_endpoint(
+    option: str, text: str, scheme: str, ports: tuple[int, int]
+) -> Endpoint:
+    """Read ``<scheme>s://host[:port]`` (TLS) or ``<scheme>://`` (STARTTLS,
+    plain only on loopback); *ports* are the defaults for TLS and for not."""
+    url = urlsplit(text)
+    if url.scheme not in (scheme, scheme + "s") or not url.hostname:
+        raise ConfigError(
+            f"{option}: {text!r} is no {scheme}s:// or {scheme}:// URL",
+            f"e.g. {scheme}s://{scheme}.provider.example:{ports[0]}",
+        )
+    implicit = url.scheme == scheme + "s"
+    plain_ok = is_loopback(url.hostname)
+    tls = "ssl" if implicit else ("none" if plain_ok else "starttls")
+    port = url.port or (ports[0] if implicit else ports[1])
+    return Endpoint(url.hostname, port, tls)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
-from segcard.config import Config, is_loopback
-from segcard.errors import ConfigError
+from segcard.config import Config
+from segcard.mail.tls import client_endpoint
 
 
 @dataclass(frozen=True)
@@ -27,16 +26,11 @@ class ImapSettings:
     def from_config(cls, config: Config) -> ImapSettings:
         """Settings from ``imap.*``; imaps:// is TLS, imap:// is STARTTLS
         except on loopback, where it may be plain."""
-        url = urlsplit(config["imap.url"])
-        if url.scheme not in ("imap", "imaps") or not url.hostname:
-            raise ConfigError(f"imap.url: {config['imap.url']!r} is no imap(s):// URL")
-        host = url.hostname
-        plain_ok = url.scheme == "imap" and is_loopback(host)
-        tls = "ssl" if url.scheme == "imaps" else ("none" if plain_ok else "starttls")
+        end = client_endpoint("imap.url", config["imap.url"], "imap", (993, 143))
         return cls(
-            host=host,
-            port=url.port or (993 if url.scheme == "imaps" else 143),
-            tls=tls,
+            host=end.host,
+            port=end.port,
+            tls=end.tls,
             username=config["imap.username"],
             password=config.secret("imap"),
             junk_folder=config["imap.junk_folder"],

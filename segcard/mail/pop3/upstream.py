@@ -18,11 +18,11 @@ import logging
 import ssl
 from dataclasses import dataclass, field
 from types import TracebackType
-from urllib.parse import urlsplit
 
-from segcard.config import Config, is_loopback
-from segcard.errors import ConfigError, ProtocolError
+from segcard.config import Config
+from segcard.errors import ProtocolError
 from segcard.mail.pop3 import Channel, LineTooLong
+from segcard.mail.tls import client_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +63,13 @@ class UpstreamSettings:
         cls, config: Config, password: str | None = None
     ) -> UpstreamSettings:
         """Settings from ``pop3.*``; *password* saves running the command."""
-        text = config["pop3.upstream"]
-        url = urlsplit(text)
-        if url.scheme not in ("pop3", "pop3s") or not url.hostname:
-            raise ConfigError(
-                f"pop3.upstream: {text!r} is no pop3s:// or pop3:// URL",
-                "e.g. pop3s://pop.provider.example:995",
-            )
-        plain_ok = url.scheme == "pop3" and is_loopback(url.hostname)
-        tls = "ssl" if url.scheme == "pop3s" else ("none" if plain_ok else "starttls")
+        end = client_endpoint(
+            "pop3.upstream", config["pop3.upstream"], "pop3", (995, 110)
+        )
         return cls(
-            host=url.hostname,
-            port=url.port or (995 if url.scheme == "pop3s" else 110),
-            tls=tls,
+            host=end.host,
+            port=end.port,
+            tls=end.tls,
             username=config["pop3.username"],
             password=config.secret("pop3") if password is None else password,
             ca_file=config["pop3.ca_file"],
