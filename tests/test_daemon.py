@@ -95,3 +95,30 @@ def test_sigterm_stops_cleanly(john):
 
     assert proc.returncode == 0
     assert "segcard serve stopped" in err
+
+
+def test_cli_changes_go_through_the_running_daemon(john, tmp_path):
+    """With serve running, block is carried out by the daemon's control API."""
+    import subprocess
+    import sys
+
+    bank = john("add", "Bank").out.strip()
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segcard.cli.main", "-v", "serve"],
+        env=john.env, stdout=subprocess.DEVNULL, stderr=log,
+    )  # fmt: skip
+    try:
+        control = configuration.load(john.config).data.control_socket
+        assert wait_for(control.exists)
+
+        result = john("block", "Bank")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+    served = (tmp_path / "serve.log").read_text()
+    assert result.code == 0 and bank in result.out and "blocked" in result.out
+    assert "blocked" in served  # the daemon, not the command, made the change
+    assert "blocked" in john("list").out

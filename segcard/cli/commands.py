@@ -196,9 +196,34 @@ def cmd_address(args: argparse.Namespace) -> int:
     return 0
 
 
+def via_daemon(app: App, request: dict[str, Any]) -> dict[str, Any] | None:
+    """Send a change to the running daemon's control API; None if none runs.
+
+    The daemon then makes the change and syncs it at once, the same way the
+    Thunderbird add-on's requests are handled.
+    """
+    from segcard.control.client import ControlClient, NotRunning
+
+    if not app.daemon_running():
+        return None
+    try:
+        with ControlClient(app.paths.control_socket) as client:
+            reply = client.request({"v": 1, "id": "cli", **request})
+    except NotRunning:
+        return None
+    if not reply.get("ok"):
+        raise SegcardError(str(reply.get("error", "segcard serve refused the change")))
+    return reply
+
+
 def _change(args: argparse.Namespace, action: str) -> int:
     app = open_app(args)
     contact = app.book.find(args.contact)
+    reply = via_daemon(app, {"type": action, "contact": contact.uid})
+    if reply is not None:
+        view = reply["contact"]
+        print(f"{view['name']}: {view['address']} ({view['state']})")
+        return 0
     updated = getattr(app.book, action)(contact)
     print(f"{updated.name}: {app.book.address(updated)} ({_state(updated)})")
     after_change(app)
@@ -219,9 +244,12 @@ def cmd_unblock(args: argparse.Namespace) -> int:
 
 def cmd_trust(args: argparse.Namespace) -> int:
     app = open_app(args)
-    contact = app.book.trust(app.book.find(args.contact), args.sender)
+    contact = app.book.find(args.contact)
+    request = {"type": "trust", "contact": contact.uid, "sender": args.sender}
+    if via_daemon(app, request) is None:
+        app.book.trust(contact, args.sender)
+        after_change(app)
     print(f"{contact.name} now accepts mail from {args.sender}")
-    after_change(app)
     return 0
 
 
