@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from segcard import config as configuration
 from segcard.book import Book
@@ -70,6 +71,22 @@ def release_memory() -> None:
     gc.collect()
     with suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def write_config(path: Path, flat: dict[str, Any]) -> Config:
+    """Save a config and create what it needs: data dir, credentials, port."""
+    if not flat.get("carddav.url") and "embedded.port" not in flat:
+        flat["embedded.port"] = free_port()
+    config = configuration.save(path, flat)
+    data = config.data
+    data.ensure()
+    make_credentials(data.embedded_credentials, "segcard")
+    make_credentials(data.submission_credentials, config["user"] or "segcard")
+    if config["pop3.listen"]:
+        from segcard.mail.pop3.service import credentials_path
+
+        make_credentials(credentials_path(data), config["user"] or "segcard")
+    return config
 
 
 class App:

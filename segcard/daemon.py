@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from segcard import config as configuration
-from segcard.app import App
+from segcard.app import App, write_config
 from segcard.book import rotation
 from segcard.control.server import ControlServer
 from segcard.errors import ConfigError, SegcardError
@@ -40,8 +40,6 @@ def ensure_config(path: Path) -> None:
     """Write a generated default config when there is none at all."""
     if path.exists():
         return
-    from segcard.cli.commands import write_config
-
     values = configuration.default_values()
     write_config(path, values)
     log.warning(

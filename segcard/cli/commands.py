@@ -10,7 +10,7 @@ from typing import Any
 
 from segcard import config as configuration
 from segcard import paths
-from segcard.app import App, free_port, make_credentials
+from segcard.app import App, write_config
 from segcard.book.importer import import_cards
 from segcard.cli.output import ProgressBar, table, when
 from segcard.errors import ConfigError, SegcardError
@@ -91,22 +91,6 @@ def cmd_init(args: argparse.Namespace) -> int:
     write_config(path, flat)
     print(f"wrote {path}")
     return 0
-
-
-def write_config(path: Path, flat: dict[str, Any]) -> configuration.Config:
-    """Save a config and create what it needs: data dir, credentials, port."""
-    if not flat.get("carddav.url") and "embedded.port" not in flat:
-        flat["embedded.port"] = free_port()
-    config = configuration.save(path, flat)
-    data = config.data
-    data.ensure()
-    make_credentials(data.embedded_credentials, "segcard")
-    make_credentials(data.submission_credentials, config["user"] or "segcard")
-    if config["pop3.listen"]:
-        from segcard.mail.pop3.service import credentials_path
-
-        make_credentials(credentials_path(data), config["user"] or "segcard")
-    return config
 
 
 # -- contacts ---------------------------------------------------------------
