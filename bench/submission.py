@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from segcard.app import App, port_open, read_credentials  # noqa: E402
 from segcard.mail.rewrite import header_from  # noqa: E402
-from tests.mail._corpus import mail_files  # noqa: E402
+from tests.corpus import mail_files  # noqa: E402
 from tests.mail.smtp_sink import HOST, Sink, free_port, make_app  # noqa: E402
 
 RECIPIENTS = 50  # distinct recipients the N messages cycle through

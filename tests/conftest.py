@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.cli_runner import Segcard
-from tests.servers import FLAVOURS, CardDAVServer, corpus_dir, make_server
+from tests.corpus import corpus_dir
+from tests.servers import FLAVOURS, CardDAVServer, make_server
 
 
 @pytest.fixture(params=FLAVOURS)
@@ -28,13 +28,7 @@ def carddav_server(
 @pytest.fixture
 def corpus() -> Path:
     """The shared corpus dir; skips when absent, fails when CI=true."""
-    path = corpus_dir()
-    if path is None:
-        reason = "corpus not found: set SEGCARD_CORPUS or put it at ../shared/corpus"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
+    return corpus_dir()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
+from tests.requires import unavailable
 
 MAIL_UID = 8  # Debian's "mail" user
 MAIL_GID = 8
@@ -106,10 +106,7 @@ def require_dovecot() -> None:
     """Skip the test when Dovecot is not installed, fail it when CI=true."""
     if available():
         return
-    reason = "dovecot not installed: apt-get install dovecot-imapd dovecot-pop3d"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    unavailable("dovecot not installed: apt-get install dovecot-imapd dovecot-pop3d")
 
 
 class Dovecot:

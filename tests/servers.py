@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -223,16 +222,6 @@ def make_server(flavour: str, root: Path) -> CardDAVServer:
 
 
 FLAVOURS = ("xandikos", "radicale", "embedded")
-
-
-def corpus_dir() -> Path | None:
-    """The shared corpus: $SEGCARD_CORPUS, else <repo>/../shared/corpus."""
-    configured = os.environ.get("SEGCARD_CORPUS")
-    if configured:
-        path = Path(configured)
-    else:
-        path = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
-    return path if path.is_dir() else None
 
 
 Forward = Callable[[], Awaitable[web.Response]]

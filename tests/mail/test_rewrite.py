@@ -18,8 +18,8 @@ from segcard.mail.rewrite import (
     references,
     rewrite,
 )
+from tests.corpus import mail_files, require_corpus
 
-from ._corpus import mail_files, require_corpus
 from .rewrite_checks import assert_only_intended_changes, split
 
 SEGMENTS = ("john-tom-gh3f3gh3@john.example", "john@bank-k7mz2qpx.segments.example")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import smtplib
 import socket
@@ -26,7 +25,7 @@ from segcard.mail.rewrite import RewriteRefused, header_from
 from segcard.mail.spool import Spool, State
 from segcard.mail.submission import LoginLimiter, read_data
 from segcard.segment import Kind
-from tests.mail._corpus import mail_files, require_corpus
+from tests.corpus import mail_files, require_corpus
 from tests.mail.rewrite_checks import assert_only_intended_changes
 from tests.mail.smtp_sink import (
     HOST,
@@ -38,6 +37,7 @@ from tests.mail.smtp_sink import (
     wait_until,
     wire_form,
 )
+from tests.requires import self_signed
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -135,7 +135,7 @@ def test_with_tls_configured_starttls_comes_before_login(
     tmp_path: Path, sink: Sink
 ) -> None:
     """With a certificate the proxy requires STARTTLS, then AUTH, then mail."""
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     app = make_app(
         tmp_path, **{"submission.tls_cert": str(cert), "submission.tls_key": str(key)}
     )
@@ -156,23 +156,6 @@ def test_with_tls_configured_starttls_comes_before_login(
 
     assert plain_code == 530
     assert got.rcpts == ("tom@example.org",)
-
-
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, made with openssl."""
-    if shutil.which("openssl") is None:
-        reason = "openssl is not installed: cannot make a test certificate"
-        if os.environ.get("CI") == "true":  # CI installs it: missing is a failure
-            pytest.fail(reason)
-        pytest.skip(reason)
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 # -- what goes out --------------------------------------------------------------

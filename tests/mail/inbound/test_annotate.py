@@ -6,7 +6,7 @@ import pytest
 
 from segcard.mail.headers import split_message
 from segcard.mail.inbound.annotate import annotate, header_field, note_allowed
-from tests.mail._corpus import mail_files, require_corpus
+from tests.corpus import mail_files, require_corpus
 
 VERDICT = 'warn; reason="unknown sender"; contact="Tom"; segment=a-b@john.example'
 NOTE = "Tom's address was used by spam@evil.test"

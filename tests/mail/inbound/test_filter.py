@@ -29,7 +29,7 @@ from segcard.mail.inbound.lookup import CachedIndex
 from segcard.mail.inbound.tarpit import Tarpit
 from segcard.segment import State
 from segcard.store.index import now
-from tests.mail._corpus import mail_files, require_corpus
+from tests.corpus import mail_files, require_corpus
 from tests.mail.inbound.conftest import ANN, STRANGER, TOM, Book, LoopThread
 
 MESSAGE = (

@@ -6,9 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import poplib
-import shutil
 import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from tests.dovecot import (
     require_dovecot,
 )
 from tests.mail.inbound.conftest import Book, LoopThread, make_book
+from tests.requires import self_signed
 
 CLIENT_USER = "john"
 CLIENT_PASSWORD = "pop-client-secret"
@@ -183,24 +182,6 @@ class RawClient:
     def close(self) -> None:
         self.file.close()
         self.sock.close()
-
-
-def self_signed(tmp: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, made with openssl."""
-    if shutil.which("openssl") is None:
-        reason = "openssl is not installed: cannot make a test certificate"
-        if os.environ.get("CI") == "true":  # CI installs it: missing is a failure
-            pytest.fail(reason)
-        pytest.skip(reason)
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-        + ["-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 class TlsDovecot(Dovecot):

@@ -16,8 +16,8 @@ from segcard.mail.headers import split_message
 from segcard.mail.inbound.annotate import note_allowed
 from segcard.mail.pop3 import upstream as upstream_module
 from segcard.mail.pop3.upstream import UpstreamSettings
+from tests.corpus import mail_files, require_corpus
 from tests.dovecot import PASSWORD, USER, Dovecot
-from tests.mail._corpus import mail_files, require_corpus
 from tests.mail.inbound.conftest import ANN, STRANGER, TOM, Book, LoopThread
 from tests.mail.pop3.conftest import (
     Proxy,
