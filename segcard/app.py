@@ -103,7 +103,6 @@ class App:
         self.index = Index(self.paths.index)
         self.book = Book(config, self.index)
         self._syncer: Syncer | None = None
-        self.index.set_state("address_domain", config["domain"])
 
     @classmethod
     def open(cls, path: Path) -> App:
